@@ -39,6 +39,10 @@ class ZoomIn:
     prob_thresh: float = 0.5
     always_update: bool = False
 
+    def __post_init__(self):
+        if isinstance(self.target_size, list):  # JSON round trip turns tuples into lists
+            object.__setattr__(self, "target_size", tuple(self.target_size))
+
 
 @dataclass(frozen=True)
 class EvalProtocol:
@@ -98,9 +102,10 @@ class EvalProtocol:
         d = dict(d)
         z = d.get("zoom_in")
         if isinstance(z, dict):
-            if isinstance(z.get("target_size"), list):
-                z = {**z, "target_size": tuple(z["target_size"])}
             d["zoom_in"] = ZoomIn(**z)
+        d["dataset_overrides"] = {
+            k: {**v, "zoom_in": {kk: tuple(vv) if isinstance(vv, list) else vv for kk, vv in v["zoom_in"].items()}}
+            if "zoom_in" in v else v for k, v in d.get("dataset_overrides", {}).items()}
         return cls(**d)
 
 

@@ -1,0 +1,187 @@
+"""``iis-eval``: NoC tables for a method or checkpoint under an exact, recorded protocol.
+
+Examples::
+
+    iis-eval --method random_walker --datasets grabcut,berkeley --data-root ../shared/data
+    iis-eval --ckpt runs/train/quickstart/checkpoints/last.ckpt --datasets synthetic
+    iis-eval --method m2n2 --method-arg sd2_path=/models/stable-diffusion-2 --datasets davis
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iis-eval", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--method", help="registered method or model name (see --list)")
+    src.add_argument("--ckpt", help="checkpoint written by iis-train (model + protocol are read from it)")
+    src.add_argument("--list", action="store_true", help="list methods, models, datasets and protocols")
+    p.add_argument("--datasets", default="synthetic", help="comma-separated dataset names (default: synthetic)")
+    p.add_argument("--data-root", default=os.environ.get("IIS_DATA_ROOT"),
+                   help="folder holding GrabCut/, Berkeley/, DAVIS/, ... (default: $IIS_DATA_ROOT)")
+    p.add_argument("--protocol", help="preset: ritm, simpleclick, gpcis, m2n2, plain (default: the method's own)")
+    p.add_argument("--max-clicks", type=int, help="clicks per instance (default 20)")
+    p.add_argument("--target-iou", type=float, help="early-stop IoU (default 0.90)")
+    p.add_argument("--thresh", type=float, help="probability threshold (default: the protocol's)")
+    p.add_argument("--no-flip", action="store_true", help="disable flip TTA")
+    p.add_argument("--iou-analysis", action="store_true", help="no early stop: all clicks, mIoU@k curve, NoC@95")
+    p.add_argument("--limit", type=int, help="evaluate only the first N instances of each dataset")
+    p.add_argument("--out", help="output folder (default: runs/eval/<method>_<protocol>)")
+    p.add_argument("--overwrite", action="store_true", help="discard instances already written in --out")
+    p.add_argument("--vis", type=int, default=0, metavar="N", help="write overlays of the first N instances")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--weights", help="state dict to load into --method MODEL (e.g. converted weights)")
+    p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument for the method/model builder (repeatable)")
+    p.add_argument("--sd2-path", help="local stable-diffusion-2 folder (M2N2); same as --method-arg sd2_path=...")
+    p.add_argument("--dinov2-path", help="local DINOv2 folder (M2N2 DINOv2 variant)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _parse_kv(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise SystemExit(f"iis-eval: --method-arg {it!r}: expected KEY=VALUE")
+        k, v = it.split("=", 1)
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
+
+
+def _print_list() -> int:
+    from ..core.protocol import PRESETS
+    from ..data import list_datasets
+    from ..models.registry import list_models, list_predictors
+
+    print("training-free methods:", ", ".join(list_predictors()))
+    print("models:", ", ".join(list_models()))
+    print("datasets:", ", ".join(list_datasets()))
+    print("protocols:", ", ".join(PRESETS))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        return _print_list()
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"iis-eval: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _build(args) -> tuple[Any, dict[str, Any], str, str | None]:
+    """-> (predictor factory input, method description, default protocol, note for the table)."""
+    import torch
+
+    from ..eval.checkpoint import load_checkpoint_model
+    from ..models.registry import create_model, create_predictor, list_models, list_predictors
+
+    kw = _parse_kv(args.method_arg)
+    if args.sd2_path:
+        kw["sd2_path"] = args.sd2_path
+    if args.dinov2_path:
+        kw["dinov2_path"] = args.dinov2_path
+    if args.ckpt:
+        model, meta = load_checkpoint_model(args.ckpt)
+        desc = {"ckpt": str(Path(args.ckpt).resolve()), "model": meta["model"]}
+        return model, desc, meta.get("protocol", getattr(model, "default_protocol", "ritm")), None
+    name = args.method
+    if name in list_predictors():
+        pred = create_predictor(name, **kw)
+        return pred, {"method": name, "kwargs": kw}, getattr(pred, "default_protocol", "plain"), None
+    if name in list_models():
+        model = create_model(name, **kw)
+        note = None
+        if args.weights:
+            sd = torch.load(args.weights, map_location="cpu", weights_only=False)
+            from ..eval.checkpoint import clean_state_dict
+
+            model.load_state_dict(clean_state_dict(sd.get("state_dict", sd) if isinstance(sd, dict) else sd))
+        else:
+            note = "NOTE: randomly initialised weights (no --ckpt/--weights): numbers are for smoke runs and timing only"
+        desc = {"method": name, "kwargs": kw, "weights": args.weights, "random_init": not args.weights}
+        return model, desc, getattr(model, "default_protocol", "ritm"), note
+    raise ValueError(f"--method {name!r}: unknown; training-free methods: {', '.join(list_predictors())}; "
+                     f"models: {', '.join(list_models())}")
+
+
+def _run(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..core.predictor import ModelPredictor
+    from ..core.protocol import get_protocol
+    from ..data import get_dataset
+    from ..eval.io import atomic_write_json, provenance
+    from ..eval.report import overlay, plot_miou, results_table
+    from ..eval.runner import evaluate_dataset
+
+    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    datasets = [get_dataset(n, args.data_root) for n in names]  # fail fast on a bad name/folder
+    obj, desc, default_protocol, note = _build(args)
+    base = get_protocol(args.protocol or default_protocol).with_options(
+        max_clicks=args.max_clicks, target_iou=1.01 if args.iou_analysis else args.target_iou,
+        threshold=args.thresh, flip=False if args.no_flip else None)
+    is_model = isinstance(obj, torch.nn.Module)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    title = desc.get("method") or desc["model"]["name"]
+    out = Path(args.out or Path("runs") / "eval" / f"{title}_{base.name}")
+    results: dict[str, Any] = {**provenance(), "method": desc, "protocol": base.to_dict(),
+                               "argv": sys.argv[1:], "datasets": {}}
+    summaries = {}
+    for ds in datasets:
+        proto = base.for_dataset(ds.name)
+        predictor = ModelPredictor(obj, proto, args.device, dtype) if is_model else obj
+        if not is_model and hasattr(obj, "to"):
+            obj.to(args.device)
+        n = min(len(ds), args.limit) if args.limit else len(ds)
+        bar = tqdm(total=n, desc=ds.name, unit="inst", disable=args.quiet, file=sys.stderr)
+        vis_dir = out / "vis" / ds.name
+
+        def on_instance(i, sample, res, vis_dir=vis_dir):
+            if args.vis and i < args.vis and res.preds:
+                import cv2
+
+                pic = overlay(sample.image, res.preds[-1], res.clicks, sample.gt)
+                vis_dir.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(vis_dir / f"{sample.id.replace('/', '_').replace('#', '_')}.png"), pic[..., ::-1])
+
+        t0 = time.perf_counter()
+        r = evaluate_dataset(predictor, ds, proto, method=desc, log_path=out / "instances" / f"{ds.name}.jsonl",
+                             overwrite=args.overwrite, limit=args.limit,
+                             progress=lambda k, bar=bar: bar.update(k - bar.n), on_instance=on_instance,
+                             keep_preds=(lambda i: i < args.vis) if args.vis else None)
+        bar.close()
+        r.summary["max_clicks"] = proto.max_clicks
+        r.summary["run_seconds"] = time.perf_counter() - t0
+        summaries[ds.name] = r.summary
+        results["datasets"][ds.name] = r.to_json()
+        atomic_write_json(out / "results.json", results)  # after each dataset: nothing is lost
+    table = results_table(f"{title} (protocol {base.name})", summaries, note)
+    print(table)
+    (out / "table.txt").write_text(table + "\n")
+    plot_miou(summaries, out / "miou.png", f"{title} - protocol {base.name}")
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
