@@ -7,8 +7,8 @@ reproducible distances; ``next_click_m2n2`` is M2N2's variant (methods.md §2.10
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
-from scipy import ndimage
 
 from .types import Click
 
@@ -38,12 +38,15 @@ def error_sqdist(region: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     if box is None:
         return np.zeros((0, 0), np.int64), (0, 0)
     r0, r1, c0, c1 = box
-    crop = np.zeros((r1 - r0 + 2, c1 - c0 + 2), dtype=bool)
+    crop = np.zeros((r1 - r0 + 2, c1 - c0 + 2), dtype=np.uint8)
     crop[1:-1, 1:-1] = region[r0:r1, c0:c1]
-    # scipy's EDT is exact; squaring and rounding recovers the integer squared distance, so
-    # equal distances are bit-identical and ties are real ties (cv2 precise mode is not).
-    dt = ndimage.distance_transform_edt(crop)
-    sq = np.rint(dt[1:-1, 1:-1] ** 2).astype(np.int64)
+    # OpenCV's precise mode is an exact EDT (Felzenszwalb) but its float32 output can differ by
+    # one ULP between identical calls (threading), which flips ties. The true squared distance is
+    # an integer and the noise is far below 0.5 at any image size we meet (< 2^11 px per side), so
+    # rounding the square recovers it exactly: equal distances become equal integers, ties are real
+    # ties, and the result is reproducible (tests check it against scipy's exact EDT).
+    dt = cv2.distanceTransform(crop, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    sq = np.rint(np.square(dt, dtype=np.float64)).astype(np.int64)
     return sq, (r0, c0)
 
 
