@@ -1,0 +1,231 @@
+"""Registry of evaluation datasets by lower-case CLI name (protocol.md §B).
+
+``get_dataset(name, root)`` takes the *data root* that holds the standard folders::
+
+    <root>/GrabCut/{data_GT,boundary_GT}    <root>/Berkeley/{images,masks}
+    <root>/DAVIS/{img,gt}                   <root>/COCO_MVal/{img,gt}
+    <root>/SBD/{img,inst,train.txt,val.txt} (or <root>/SBD/benchmark_RELEASE/dataset/...)
+    <root>/PascalVOC/{JPEGImages,SegmentationObject,ImageSets/Segmentation/val.txt}
+    <root>/ssTEM/{raw,mitochondria}         <root>/BraTS/{image,annotation}
+    <root>/OAIZIB/test/{image,annotations}  (or <root>/OAIZIB/iseg_slices/test/...)
+
+``folder`` takes the folder itself (``images/`` + ``masks/``); ``synthetic`` needs no root.
+Nothing is ever written into a dataset folder: multi-instance indexes are cached in the user
+cache dir (see :func:`iis.data.readers.base.index_cache_dir`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from .readers.base import EvalDataset
+from .readers.paired import (
+    FolderDataset,
+    PairedFolderDataset,
+    decode_channel0_binary,
+    decode_components,
+    decode_davis,
+    decode_grabcut,
+    decode_label_map,
+)
+from .readers.splits import PascalVOCDataset, SBDDataset
+from .synthetic import SyntheticDataset
+
+__all__ = ["EvalDataset", "get_dataset", "list_datasets", "register_dataset", "available_datasets", "check_datasets",
+           "DATASET_DIRS", "EXPECTED_INSTANCES"]
+
+Factory = Callable[..., EvalDataset]
+_REGISTRY: dict[str, Factory] = {}
+
+# Folder(s) under the data root, first one is the canonical name reported when missing.
+DATASET_DIRS: dict[str, tuple[str, ...]] = {
+    "grabcut": ("GrabCut",),
+    "berkeley": ("Berkeley",),
+    "davis": ("DAVIS",),
+    "coco_mval": ("COCO_MVal",),
+    "sbd": ("SBD", "SBD/benchmark_RELEASE/dataset"),
+    "sbd_train": ("SBD", "SBD/benchmark_RELEASE/dataset"),
+    "pascalvoc": ("PascalVOC", "PascalVOC/VOCdevkit/VOC2012", "PascalVOC/VOC2012"),
+    "sstem": ("ssTEM",),
+    "brats": ("BraTS",),
+    # SimpleClick's OAIZIB_PATH is `.../OAI-ZIB/iseg_slices`, holding test/{image,annotations}
+    "oaizib": ("OAIZIB/test", "OAIZIB/iseg_slices/test", "OAI-ZIB/iseg_slices/test"),
+}
+# Instance counts of the standard releases (protocol.md §0.10 and §B); a different count means an
+# incomplete or different copy, which changes NoC.
+EXPECTED_INSTANCES: dict[str, int] = {
+    "grabcut": 50, "berkeley": 100, "davis": 345, "coco_mval": 800, "sbd": 6671, "pascalvoc": 3417,
+}
+# A file or folder that must exist inside a candidate for it to be chosen.
+_MARKERS = {"sbd": "inst", "sbd_train": "inst", "pascalvoc": "JPEGImages", "oaizib": "image"}
+
+
+def register_dataset(name: str) -> Callable[[Factory], Factory]:
+    """Decorator registering ``factory(root: Path | None, **kw) -> EvalDataset`` under ``name``."""
+    key = _norm(name)
+
+    def deco(fn: Factory) -> Factory:
+        if key in _REGISTRY:
+            raise ValueError(f"dataset {key!r} is already registered")
+        _REGISTRY[key] = fn
+        return fn
+
+    return deco
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names (lower case)."""
+    return sorted(_REGISTRY)
+
+
+def get_dataset(name: str, root: str | Path | None = None, **kw: Any) -> EvalDataset:
+    """Build an evaluation dataset.
+
+    Args:
+        name: registry name, case-insensitive (``"GrabCut"`` == ``"grabcut"``).
+        root: data root holding the standard folders; the folder itself for ``folder``; ignored for
+            ``synthetic``. None falls back to ``$IIS_DATA_ROOT``.
+        **kw: reader options (``split``, ``cache``; ``folder``: ``mode``, ``ignore_value``, ...;
+            ``synthetic``: ``num_samples``, ``size``, ``seed``, ``ignore_band``).
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones) or no root given.
+        FileNotFoundError: the dataset folder is missing (the message names the path expected).
+    """
+    key = _norm(name)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
+    if root is None and key != "synthetic":
+        env = os.environ.get("IIS_DATA_ROOT")
+        if not env:
+            raise ValueError(f"root: dataset {key!r} needs a data root (argument or $IIS_DATA_ROOT)")
+        root = env
+    factory = _REGISTRY[key]
+    try:
+        inspect.signature(factory).bind(root, **kw)
+    except TypeError as e:
+        raise ValueError(f"dataset {key!r}: bad options {sorted(kw)} ({e}); "
+                         f"accepted: {list(inspect.signature(factory).parameters)[1:]}") from None
+    return factory(Path(root) if root is not None else None, **kw)
+
+
+def check_datasets(root: str | Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Open and fully decode datasets under ``root``, for ``iis-data check``.
+
+    Args:
+        root: data root.
+        names: datasets to check; None checks every standard evaluation dataset whose folder exists
+            (not ``sbd_train``).
+
+    Returns:
+        ``{name: {"root", "images", "instances", "problems": [one line each]}}``; a missing folder,
+        a reader error or an instance count that differs from :data:`EXPECTED_INSTANCES` is a problem.
+    """
+    root = Path(root)
+    if names is None:
+        names = [n for n in available_datasets(root) if n not in ("synthetic", "sbd_train")]
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        key = _norm(name)
+        rep: dict[str, Any] = {"root": None, "images": 0, "instances": 0, "problems": []}
+        out[key] = rep
+        try:
+            ds = get_dataset(key, root)
+            rep["root"], rep["images"] = str(ds.root), ds.num_images
+            rep["problems"] = ds.check()
+            rep["instances"] = len(ds)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            rep["problems"].append(str(e))
+            continue
+        exp = EXPECTED_INSTANCES.get(key)
+        if exp is not None and rep["instances"] != exp:
+            rep["problems"].append(f"{key}: {rep['instances']} instances, the standard release has {exp}")
+    return out
+
+
+def available_datasets(root: str | Path) -> list[str]:
+    """Names whose standard folder exists under ``root`` (``synthetic`` always; ``folder`` never)."""
+    out = []
+    for name in list_datasets():
+        if name == "folder":
+            continue
+        if name == "synthetic" or _find_dir(name, Path(root)) is not None:
+            out.append(name)
+    return out
+
+
+def _norm(name: str) -> str:
+    return str(name).strip().lower().replace("-", "_")
+
+
+def _find_dir(name: str, root: Path) -> Path | None:
+    marker = _MARKERS.get(name)
+    for rel in DATASET_DIRS[name]:
+        p = root / rel
+        if p.is_dir() and (marker is None or (p / marker).exists()):
+            return p
+    return None
+
+
+def _dataset_dir(name: str, root: Path) -> Path:
+    found = _find_dir(name, root)
+    if found is None:
+        tried = " or ".join(str(root / r) for r in DATASET_DIRS[name])
+        raise FileNotFoundError(f"{name} dataset: expected folder {root / DATASET_DIRS[name][0]} (looked for {tried})")
+    return found
+
+
+def _paired(name: str, images: str, masks: str, decoder, multi: bool = False) -> None:
+    def factory(root: Path, cache: bool = True) -> EvalDataset:
+        return PairedFolderDataset(name, _dataset_dir(name, root), images, masks, decoder, multi, cache=cache)
+
+    factory.__doc__ = f"{name}: ``{images}/`` images, ``{masks}/`` masks decoded by ``{decoder.__name__}``."
+    register_dataset(name)(factory)
+
+
+# protocol.md §B, one line per dataset
+_paired("grabcut", "data_GT", "boundary_GT", decode_grabcut)  # 50
+_paired("berkeley", "images", "masks", decode_grabcut)  # 100 (96 distinct images)
+_paired("davis", "img", "gt", decode_davis)  # 345
+_paired("coco_mval", "img", "gt", decode_davis)  # 800; [RITM]/[SC] use the DAVIS loader
+_paired("brats", "image", "annotation", decode_channel0_binary)
+_paired("sstem", "raw", "mitochondria", decode_components, multi=True)
+_paired("oaizib", "image", "annotations", decode_label_map, multi=True)
+
+
+@register_dataset("sbd")
+def _sbd(root: Path, split: str = "val", cache: bool = True) -> EvalDataset:
+    """SBD val: one sample per instance of ``inst/*.mat`` (6671)."""
+    return SBDDataset(_dataset_dir("sbd", root), split=split, name="sbd", cache=cache)
+
+
+@register_dataset("sbd_train")
+def _sbd_train(root: Path, cache: bool = True) -> EvalDataset:
+    """SBD train split, per instance."""
+    return SBDDataset(_dataset_dir("sbd_train", root), split="train", name="sbd_train", cache=cache)
+
+
+@register_dataset("pascalvoc")
+def _voc(root: Path, split: str = "val", cache: bool = True) -> EvalDataset:
+    """PASCAL VOC 2012 val: one sample per instance (3417), void -> ignore."""
+    return PascalVOCDataset(_dataset_dir("pascalvoc", root), split=split, name="pascalvoc", cache=cache)
+
+
+@register_dataset("folder")
+def _folder(root: Path, images_dir: str = "images", masks_dir: str = "masks", mode: str = "auto",
+            ignore_value: int | None = None, cache: bool = True) -> EvalDataset:
+    """Generic ``<root>/images`` + ``<root>/masks`` folder (binary or instance-id masks)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"folder dataset: expected folder {root} (not found)")
+    return FolderDataset(root, images_dir, masks_dir, mode=mode, ignore_value=ignore_value,  # type: ignore[arg-type]
+                         cache=cache)
+
+
+@register_dataset("synthetic")
+def _synthetic(root: Path | None = None, num_samples: int = 20, size: int | tuple[int, int] = (96, 160),
+               seed: int = 0, ignore_band: int = 0) -> EvalDataset:
+    """Procedural shapes, no files (root ignored)."""
+    return SyntheticDataset(num_samples=num_samples, size=size, seed=seed, ignore_band=ignore_band)
