@@ -30,13 +30,17 @@ def interactive_loop(
     predict: Callable[[S], S],
     rounds: int,
     stop: Callable[[S, int], bool] | None = None,
+    predict_first: bool = False,
 ) -> S:
     """``rounds`` times: add a click to ``state``, predict, and stop early when ``stop(state, k)``.
 
     ``state`` carries whatever the caller needs (clicks, previous prediction, IoU list...).
+    Evaluation starts from an empty prediction, so it clicks first; iterative training starts from
+    sampled clicks, so it predicts first (``predict_first``).
     """
+    first, second = (predict, click) if predict_first else (click, predict)
     for k in range(rounds):
-        state = predict(click(state))
+        state = second(first(state))
         if stop is not None and stop(state, k):
             break
     return state

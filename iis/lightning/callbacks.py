@@ -1,0 +1,156 @@
+"""``InteractiveEvaluation``: the NoC protocol of ``iis-eval`` run from inside training.
+
+Every ``every_n_epochs`` epochs (and at the end of fit) the callback evaluates the module's model on
+the configured datasets with :func:`iis.eval.runner.evaluate_dataset`, the same function
+``iis-eval`` uses. Under DDP, instance ``i`` goes to rank ``i % world_size``; the per-instance
+records are gathered and de-duplicated by id, so every instance is counted exactly once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..core.predictor import ModelPredictor
+from ..core.protocol import get_protocol
+from ..data import get_dataset
+from ..eval.report import overlay
+from ..eval.runner import evaluate_dataset, summarize_instances
+
+__all__ = ["InteractiveEvaluation", "gather_records"]
+
+
+def gather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """All ranks' per-instance records, each instance once, in id order (identical on every rank)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, records)
+        records = [r for part in parts for r in part]
+    unique = {r["id"]: r for r in records}
+    return [unique[k] for k in sorted(unique)]
+
+
+class InteractiveEvaluation(L.Callback):
+    """Runs the interactive protocol during training and logs NoC@85/90, NoF, mIoU@k and overlays.
+
+    Args:
+        datasets: dataset names (``iis.data.list_datasets()``).
+        data_root: folder holding the datasets (unused for ``synthetic``).
+        protocol: preset name; None = the module's ``protocol`` hyper-parameter.
+        every_n_epochs: evaluate after every N-th epoch (0 = only at the end of fit).
+        max_clicks: clicks per instance.
+        iou_analysis: no early stop, so the full mIoU@k curve is logged.
+        limit: evaluate only the first N instances of each dataset.
+        num_vis: overlays (final mask + clicks) logged per dataset, when the logger takes images.
+        dataset_kwargs: extra keyword arguments per dataset name for ``get_dataset``.
+        eval_at_start: also evaluate the untrained model (kept in ``self.first``; printed at the end
+            next to the final numbers, so a run shows what training changed).
+    """
+
+    def __init__(self, datasets: Sequence[str] = ("synthetic",), data_root: str | None = None,
+                 protocol: str | None = None, every_n_epochs: int = 1, max_clicks: int = 20,
+                 iou_analysis: bool = True, limit: int | None = None, num_vis: int = 4,
+                 dataset_kwargs: dict[str, dict[str, Any]] | None = None, eval_at_start: bool = False):
+        super().__init__()
+        self.datasets = list(datasets)
+        self.data_root = data_root
+        self.protocol = protocol
+        self.every_n_epochs = every_n_epochs
+        self.max_clicks = max_clicks
+        self.iou_analysis = iou_analysis
+        self.limit = limit
+        self.num_vis = num_vis
+        self.dataset_kwargs = dataset_kwargs or {}
+        self.eval_at_start = eval_at_start
+        self.first: dict[str, dict[str, Any]] = {}
+        self.last: dict[str, dict[str, Any]] = {}
+        self._last_epoch = -1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.eval_at_start and trainer.current_epoch == 0 and not self.first:
+            self.first = self.run(trainer, pl_module, log=False)
+            self._last_epoch = -1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        n = self.every_n_epochs
+        if n and (trainer.current_epoch + 1) % n == 0:
+            self.run(trainer, pl_module)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # evaluate the final weights unless the last epoch already did, then print the table
+        if self._last_epoch != trainer.current_epoch - 1:
+            self.run(trainer, pl_module, log=False)
+        if trainer.global_rank == 0 and self.last:
+            from ..eval.io import atomic_write_json
+            from ..eval.report import results_table
+
+            model_name = getattr(pl_module.hparams, "model", "model")
+            if self.first:
+                print("\n" + results_table(f"{model_name} before training", self.first))
+            print("\n" + results_table(f"{model_name} after epoch {self._last_epoch + 1}", self.last))
+            atomic_write_json(Path(trainer.default_root_dir) / "noc_final.json",
+                              {"before": self.first or None, "after": self.last})
+
+    @torch.no_grad()
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule, log: bool = True) -> dict[str, dict[str, Any]]:
+        """Evaluate now; returns ``{dataset: summary}`` (also kept in ``self.last``)."""
+        self._last_epoch = trainer.current_epoch
+        name = self.protocol or getattr(pl_module.hparams, "protocol", "ritm")
+        base = get_protocol(name).with_options(max_clicks=self.max_clicks,
+                                               target_iou=1.01 if self.iou_analysis else None)
+        model = pl_module.model
+        was_training = model.training
+        rank, world = trainer.global_rank, trainer.world_size
+        out: dict[str, dict[str, Any]] = {}
+        for ds_name in self.datasets:
+            ds = get_dataset(ds_name, self.data_root, **self.dataset_kwargs.get(ds_name, {}))
+            proto = base.for_dataset(ds.name)
+            n = min(len(ds), self.limit) if self.limit else len(ds)
+            pics: list[np.ndarray] = []
+
+            def keep(i: int) -> bool:
+                return len(pics) < self.num_vis
+
+            def on_instance(i, sample, res, pics=pics):
+                if res.preds and len(pics) < self.num_vis:
+                    pics.append(overlay(sample.image, res.preds[-1], res.clicks, sample.gt))
+
+            r = evaluate_dataset(ModelPredictor(model, proto, pl_module.device), ds, proto,
+                                 indices=range(rank, n, world), on_instance=on_instance, keep_preds=keep)
+            summary = summarize_instances(gather_records(r.instances), proto)
+            summary["max_clicks"] = proto.max_clicks
+            out[ds.name] = summary
+            if log:
+                self._log(trainer, pl_module, ds.name, summary, pics)
+        model.train(was_training)
+        self.last = out
+        return out
+
+    def _log(self, trainer, pl_module, name: str, s: dict[str, Any], pics: list[np.ndarray]) -> None:
+        metrics = {f"val/{name}/noc85": s["noc"]["85"], f"val/{name}/noc90": s["noc"]["90"],
+                   f"val/{name}/nof85": float(s["nof"]["85"]), f"val/{name}/nof90": float(s["nof"]["90"]),
+                   f"val/{name}/noic": s["noic"]}
+        curve = s["miou"] or s["miou_early_stopped"] or []
+        for k in (1, 3, 5, 10, 20):
+            if k <= len(curve):
+                metrics[f"val/{name}/miou@{k}"] = curve[k - 1]
+        # values are identical on every rank after the gather; no reduction needed
+        for k, v in metrics.items():
+            pl_module.log(k, float(v), sync_dist=False, rank_zero_only=False)
+        if trainer.global_rank != 0:
+            return
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image") and type(logger).__name__.endswith("WandbLogger"):
+                if pics:
+                    logger.log_image(key=f"val/{name}/overlays", images=list(pics), step=trainer.global_step)
+                if curve:
+                    import wandb
+
+                    table = wandb.Table(data=[[k + 1, v] for k, v in enumerate(curve)], columns=["clicks", "miou"])
+                    logger.experiment.log({f"val/{name}/miou_curve": wandb.plot.line(
+                        table, "clicks", "miou", title=f"{name} mIoU vs clicks")})
