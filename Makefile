@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_ROOT ?= $(if $(IIS_DATA_ROOT),$(IIS_DATA_ROOT),../shared/data)
 
-# `make train` alone = the embedded quickstart; `make train METHOD=m [EXP=e]` = experiments/m/e.yaml
+# `make train` alone = the embedded quickstart; `make train METHOD=m [EXP=e]` = experiments/m/_base.yaml
+# followed by experiments/m/e.yaml (default: default.yaml, the method's main paper recipe)
 ifdef METHOD
-CONFIG ?= experiments/$(METHOD)/$(if $(EXP),$(EXP),default).yaml
+CONFIG ?= $(wildcard experiments/$(METHOD)/_base.yaml) experiments/$(METHOD)/$(if $(EXP),$(EXP),default).yaml
 else
 CONFIG ?= experiments/quickstart.yaml
 endif
@@ -30,7 +31,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install iis with its dependencies
 
 train: $(STAMP)  ## train (default: tiny SimpleClick on the built-in synthetic set, CPU, a few minutes)
-	$(BIN)/iis-train fit --config $(CONFIG) $(ARGS)
+	$(BIN)/iis-train fit $(foreach c,$(CONFIG),--config $(c)) $(ARGS)
 
 eval: $(STAMP)  ## evaluate: make eval ARGS='--ckpt PATH --datasets grabcut,berkeley'
 	$(BIN)/iis-eval --data-root $(DATA_ROOT) $(ARGS)

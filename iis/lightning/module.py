@@ -76,6 +76,10 @@ class IISModule(L.LightningModule):
         loss = self.criterion(outputs["logits"], target)
         return loss, {"loss": loss}
 
+    def simulation_forward(self, image, clicks, prev_mask):
+        """Logits used while simulating extra clicks (no grad, eval mode); methods may override."""
+        return self.model(image, clicks, prev_mask)
+
     # -- iterative training -------------------------------------------------------------------
     def forward(self, image, clicks, prev_mask=None):
         return self.model(image, clicks, prev_mask)
@@ -101,7 +105,7 @@ class IISModule(L.LightningModule):
         state = {"points": points, "prev": prev, "i": 0}
 
         def predict(s):
-            s["prev"] = torch.sigmoid(self.model(image, s["points"], s["prev"] if self._with_prev else None))
+            s["prev"] = torch.sigmoid(self.simulation_forward(image, s["points"], s["prev"] if self._with_prev else None))
             return s
 
         def click(s):

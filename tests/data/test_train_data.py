@@ -433,3 +433,20 @@ def test_keep_background_loop_and_min_area():
     assert empty and all((e["points"][:N] == -1).all() for e in empty)
     big = TrainDataset(One(), None, epoch_len=1, min_object_area=901)
     assert big[0]["mask"].sum() == 0  # the 900 px object is below min_object_area
+
+
+def test_aligned_augment_random_ratio_crop():
+    from iis.data.train.augment import RandomRatioCrop, aligned_augment
+
+    img = np.arange(60 * 80 * 3, dtype=np.uint8).reshape(60, 80, 3)
+    mask = np.zeros((60, 80, 1), np.int32)
+    mask[10:30, 20:50] = 7
+    aug = aligned_augment((32, 32))
+    aug.set_random_seed(3)
+    out = aug(image=img, mask=mask)
+    assert out["image"].shape == (32, 32, 3) and out["mask"].shape[:2] == (32, 32)
+    assert set(np.unique(out["mask"])) <= {0, 7}  # nearest: ids survive
+    t = RandomRatioCrop((16, 16))
+    window = (-5, 70, 20, 20)  # partly outside the image: zero padded, width taken from x0 (bug fixed)
+    cut = t._cut(mask, window)
+    assert cut.shape[:2] == (20, 20) and cut[:5].max() == 0 and cut[:, 10:].max() == 0

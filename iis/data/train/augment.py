@@ -27,6 +27,8 @@ from iis.data.train.sample import TrainSample  # noqa: E402
 __all__ = [
     "UniformRandomResize",
     "RandomFlip",
+    "RandomRatioCrop",
+    "aligned_augment",
     "sbd_augment",
     "cocolvis_augment",
     "val_augment",
@@ -102,6 +104,58 @@ class RandomFlip(A.DualTransform):
         return ()
 
 
+class RandomRatioCrop(A.DualTransform):
+    """FocalClick/GPCIS "aligned" crop (protocol.md §C.6): a window of ``r_h * H`` x ``r_w * W`` with
+    ``r ~ N(mean, std)`` truncated to ``ratio_range`` per axis, at a uniform position (windows larger than
+    the image are zero-padded), resized to ``size``. Upstream's ``x2 = y1 + W`` width bug is fixed: the
+    window is ``[x1, x1 + w)``. Linear for the image, nearest for masks (upstream used bilinear on labels).
+    """
+
+    def __init__(self, size: tuple[int, int] = (256, 256), ratio_range: tuple[float, float] = (0.3, 1.3),
+                 mean: float = 0.8, std: float = 0.4, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.size, self.ratio_range, self.mean, self.std = _crop_hw(size), tuple(ratio_range), mean, std
+
+    def _ratio(self) -> float:
+        lo, hi = self.ratio_range
+        for _ in range(100):  # rejection sampling of the truncated normal
+            r = self.py_random.gauss(self.mean, self.std)
+            if lo <= r <= hi:
+                return r
+        return min(max(self.mean, lo), hi)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        ch, cw = max(1, round(self._ratio() * h)), max(1, round(self._ratio() * w))
+        y0 = self.py_random.randint(min(0, h - ch), max(0, h - ch))
+        x0 = self.py_random.randint(min(0, w - cw), max(0, w - cw))
+        return {"window": (y0, x0, ch, cw)}
+
+    @staticmethod
+    def _cut(x: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+        y0, x0, ch, cw = window
+        out = np.zeros((ch, cw, *x.shape[2:]), x.dtype)
+        sy, sx = max(y0, 0), max(x0, 0)
+        ey, ex = min(y0 + ch, x.shape[0]), min(x0 + cw, x.shape[1])
+        out[sy - y0:ey - y0, sx - x0:ex - x0] = x[sy:ey, sx:ex]
+        return out
+
+    def apply(self, img: np.ndarray, window=(0, 0, 1, 1), **params: Any) -> np.ndarray:
+        return AF.resize(self._cut(img, window), self.size, cv2.INTER_LINEAR)
+
+    def apply_to_mask(self, mask: np.ndarray, window=(0, 0, 1, 1), **params: Any) -> np.ndarray:
+        return AF.resize(self._cut(mask, window), self.size, cv2.INTER_NEAREST)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("size", "ratio_range", "mean", "std")
+
+
+def aligned_augment(crop: int | tuple[int, int] = (256, 256)) -> A.Compose:
+    """FocalClick/GPCIS recipe: random-ratio crop resized to ``crop`` + vertical/horizontal flips (p 0.3 each)
+    + the usual colour jitter."""
+    return A.Compose([RandomRatioCrop(_crop_hw(crop)), A.VerticalFlip(p=0.3), A.HorizontalFlip(p=0.3), *_colour()])
+
+
 def _pad_crop(crop_hw: tuple[int, int]) -> list[A.BasicTransform]:
     h, w = crop_hw
     return [
@@ -164,6 +218,7 @@ AUGMENTATIONS: dict[str, Callable[..., A.Compose]] = {
     "cocolvis": cocolvis_augment,
     "val": val_augment,
     "sbd_val": lambda crop=(320, 480): val_augment(crop, (0.75, 1.25)),
+    "aligned": aligned_augment,
 }
 
 

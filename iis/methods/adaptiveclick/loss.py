@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iis.models.losses import AdaptiveFocalLoss, DiceLoss
+from iis.models.losses import AdaptiveFocalLoss, DiceLoss, build_loss
 
 from .matcher import HungarianMatcher
 from .model import TARGET_CLASS
@@ -102,6 +102,9 @@ class AdaptiveClickCriterion(nn.Module):
         targets, class_weights: "fixed" (default) or "faithful" (module docstring).
         afl_gamma, afl_delta, afl_alpha: AFL defaults 2, 0.4, 1 (paper §IV-B).
         afl_class_weight: 0.5 as in upstream's criterion (halves the AFL); None = paper's form.
+        mask_loss, mask_loss_kwargs: the per-mask pixel loss; ``afl`` (default) or any name of
+            ``iis.models.losses.LOSSES`` for the loss study (Tables VI-VII; the term keeps the
+            ``loss_afl`` key and weight). The matching cost keeps AFL.
         deep_supervision: also supervise ``outputs["aux_outputs"]``.
         matcher: a :class:`HungarianMatcher`; default uses the same 2/5/5 cost weights.
 
@@ -114,7 +117,8 @@ class AdaptiveClickCriterion(nn.Module):
                  no_object_weight: float = 0.1, targets: str = "fixed", class_weights: str = "fixed",
                  afl_gamma: float = 2.0, afl_delta: float = 0.4, afl_alpha: float = 1.0,
                  afl_class_weight: float | None = 0.5, deep_supervision: bool = True,
-                 matcher: HungarianMatcher | None = None):
+                 matcher: HungarianMatcher | None = None, mask_loss: str = "afl",
+                 mask_loss_kwargs: dict | None = None):
         super().__init__()
         if len(group_mix) != 3:
             raise ValueError(f"group_mix must be 3 numbers (ce, dice, afl), got {group_mix!r}")
@@ -126,8 +130,12 @@ class AdaptiveClickCriterion(nn.Module):
         self.deep_supervision = deep_supervision
         self.matcher = matcher or HungarianMatcher(cost_class=weight_ce, cost_mask=weight_afl, cost_dice=weight_dice,
                                                    afl_kwargs=dict(gamma=afl_gamma, delta=afl_delta, alpha=afl_alpha))
-        self.afl = AdaptiveFocalLoss(gamma=afl_gamma, delta=afl_delta, alpha=afl_alpha,
-                                     class_weight=afl_class_weight, reduction="none")
+        if mask_loss == "afl":
+            # mask_loss_kwargs may switch off ADA (adaptive=False) or AGR (use_mu=False): Table XI
+            self.afl = AdaptiveFocalLoss(gamma=afl_gamma, delta=afl_delta, alpha=afl_alpha,
+                                         class_weight=afl_class_weight, reduction="none", **(mask_loss_kwargs or {}))
+        else:  # the loss study of Tables VI-VII: the AFL term replaced by another loss of the zoo
+            self.afl = build_loss(mask_loss, reduction="none", **(mask_loss_kwargs or {}))
         self.dice = DiceLoss(reduction="none")
         ce_w = torch.ones(2)
         # fixed: Mask2Former's convention (no-object down-weighted); faithful: upstream's inverted vector

@@ -290,6 +290,8 @@ class AdaptiveClickModel(InteractiveModel):
         click_radius: disk radius of the positive-click map fed to CAMD (5 px, §1.2).
     """
 
+    default_protocol = "simpleclick"  # the authors evaluate with SimpleClick's script (protocol.md §A.11)
+
     def __init__(self, encoder: SimpleClickEncoder, *, conv_dim: int = 256, mask_dim: int = 256,
                  enc_layers: int = 4, enc_heads: int = 8, enc_points: int = 4, enc_ffn: int = 1024,
                  num_queries: int = 10, dec_layers: int = 9, dec_heads: int = 8, dec_ffn: int = 2048,

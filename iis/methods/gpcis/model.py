@@ -42,6 +42,8 @@ class GPCISModel(InteractiveModel):
         gp: :class:`GPHead` with ``feat_dim = d``.
     """
 
+    default_protocol = "gpcis"  # ClickSEG Baseline predictor, thresh 0.50 (protocol.md §A.11)
+
     with_prev_mask = True
 
     def __init__(self, segmentor: nn.Module, gp: GPHead):

@@ -36,6 +36,8 @@ class RITMModel(InteractiveModel):
         segmentor: module ``(image_norm, coords) -> (B, C, h, w)`` with attribute ``out_channels = C``.
     """
 
+    default_protocol = "ritm"  # RITM `cvpr` zoom-in, flip, 0.49 (protocol.md §A.4)
+
     with_prev_mask = True
 
     def __init__(self, segmentor: nn.Module):

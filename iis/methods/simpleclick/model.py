@@ -45,6 +45,8 @@ class ViTVariant:
 # global attention at blocks 2 and 4 (the depth/4 rule would make every block of depth 4 global)
 VARIANTS: dict[str, ViTVariant] = {
     "test": ViTVariant(16, 32, 4, 2, (8, 16, 24, 32), 16, window=2, global_blocks=(1, 3)),
+    # ours: patch 8 so a 96 px synthetic image still has 12x12 tokens; learns in minutes on a CPU (quickstart)
+    "nano": ViTVariant(8, 64, 4, 4, (32, 48, 64, 96), 32, window=6, global_blocks=(1, 3)),
     "xtiny": ViTVariant(16, 160, 8, 4, (96, 192, 288, 384), 128),
     "base": ViTVariant(16, 768, 12, 12, (128, 256, 512, 1024), 256),
     "large": ViTVariant(16, 1024, 24, 16, (192, 384, 768, 1536), 256),
@@ -157,6 +159,8 @@ class SimpleClickModel(InteractiveModel):
     Follows :mod:`iis.models.base`: ``model(image, clicks, prev_mask) -> logits (B, 1, H, W)``.
     """
 
+    default_protocol = "simpleclick"  # 448 squash, flip, 0.49 (protocol.md §A.4)
+
     def __init__(self, encoder: SimpleClickEncoder, head_channels: int, head_dropout: float = 0.1):
         super().__init__()
         self.encoder = encoder
@@ -182,6 +186,11 @@ def build_simpleclick(variant: str, *, img_size: int = 448, pretrained: str | No
 @register_model("simpleclick_vit_test")
 def simpleclick_vit_test(img_size: int = 64, **kwargs) -> SimpleClickModel:
     return build_simpleclick("test", img_size=img_size, **kwargs)
+
+
+@register_model("simpleclick_vit_nano")
+def simpleclick_vit_nano(img_size: int = 96, **kwargs) -> SimpleClickModel:
+    return build_simpleclick("nano", img_size=img_size, **kwargs)
 
 
 @register_model("simpleclick_vit_xtiny")
