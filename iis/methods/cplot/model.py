@@ -343,6 +343,7 @@ def cplot_vit_base(**kwargs) -> CPlotModel:
 
 @register_model("cplot_vit_xtiny")
 def cplot_vit_xtiny(**kwargs) -> CPlotModel:
+    kwargs.setdefault("decoder_channels", 64)  # half of ViT-B's, as SimpleClick halves its head for xT (ours)
     return build_cplot("xtiny", **kwargs)
 
 
