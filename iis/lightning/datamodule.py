@@ -17,12 +17,13 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from ..data.train import (AUGMENTATIONS, CocoJsonTrain, CocoLvis, FolderTrain, MultiPointSampler, SBDTrain,
-                          SyntheticTrain, TrainDataset)
+                          SyntheticShapesTrain, SyntheticTrain, TrainDataset)
 
 __all__ = ["IISDataModule", "SOURCES"]
 
 SOURCES = {
-    "synthetic": SyntheticTrain,
+    "synthetic": SyntheticShapesTrain,  # same family as the `synthetic` eval set, other seed
+    "synthetic_multi": SyntheticTrain,  # several labelled objects per image (sampler merges, "other" negatives)
     "sbd": SBDTrain,
     "cocolvis": CocoLvis,
     "folder": FolderTrain,
@@ -34,7 +35,7 @@ class IISDataModule(L.LightningDataModule):
     """Training DataModule.
 
     Args:
-        source: ``synthetic``, ``sbd``, ``cocolvis``, ``folder`` or ``coco_json``.
+        source: ``synthetic``, ``synthetic_multi``, ``sbd``, ``cocolvis``, ``folder`` or ``coco_json``.
         root: dataset folder (SBD ``benchmark_RELEASE/dataset``; C+L root holding ``train/``; a
             folder with ``images/`` + ``masks/``); not used by ``synthetic``.
         source_kwargs: extra arguments of the source (e.g. ``samples_weights``, ``stuff_prob``,
@@ -77,8 +78,8 @@ class IISDataModule(L.LightningDataModule):
     def _source(self):
         h = self.hparams
         kw = dict(h.source_kwargs or {})
-        if h.source == "synthetic":
-            return SyntheticTrain(**kw)
+        if h.source in ("synthetic", "synthetic_multi"):
+            return SOURCES[h.source](**kw)
         if h.source == "coco_json":
             return CocoJsonTrain(**kw)
         if not h.root:
