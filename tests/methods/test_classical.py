@@ -136,6 +136,19 @@ def test_option_validation():
         GrabCutPredictor(init="circle")
     with pytest.raises(ValueError, match="eps"):
         GeodesicPredictor(eps=0)
+    with pytest.raises(ValueError, match="r > 0"):
+        GeodesicPredictor(r=0)
+
+
+def test_geodesic_likelihood_weights_change_the_map(rng):
+    img, a, _ = _scene(rng)
+    maps = []
+    for q in (0.0, 1.0):
+        pred = GeodesicPredictor(q=q)
+        pred.set_image(img)
+        maps.append(pred.predict([Click(21, 32, True), Click(48, 32, False)]))
+    assert not np.array_equal(maps[0], maps[1])
+    assert all(_iou(m > 0.49, a) > 0.8 for m in maps)
 
 
 def test_seed_map_disks_and_precedence():

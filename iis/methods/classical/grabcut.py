@@ -35,7 +35,7 @@ class GrabCutPredictor(SeedPredictor):
     working size, bilinearly upsampled (soft only along the boundary).
 
     Args:
-        iterations: GrabCut iterations (GMM re-fit + graph cut); OpenCV's sample uses 5.
+        iterations: GrabCut iterations (GMM re-fit + graph cut); 5 tuned on GrabCut-20 (see README).
         radius: seed disk radius in original pixels (5, RITM's click disk, protocol.md §D.1).
         max_side: longest side of the working copy (OpenCV's max-flow dominates the run time).
         init: ``"frame"`` or ``"box"``, see above.
