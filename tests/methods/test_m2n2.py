@@ -451,3 +451,17 @@ def test_dinov2_end_to_end_from_saved_model(tmp_path, rng):
     p.set_image(img)
     out = p.predict([Click(20, 12, True)])
     assert out.shape == img.shape[:2] and out[12, 20] == 1.0
+
+
+def test_iis_eval_runs_m2n2_affinity_under_its_paper_protocol(tmp_path):
+    """`iis-eval --method m2n2_affinity` defaults to the paper's protocol (M2N2 clicker, no early stop)."""
+    import json
+
+    from iis.cli.eval import main as eval_main
+
+    out = tmp_path / "eval"
+    assert eval_main(["--method", "m2n2_affinity", "--method-arg", "grid=12", "--datasets", "synthetic",
+                      "--limit", "2", "--max-clicks", "3", "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())["datasets"]["synthetic"]
+    assert res["protocol"]["name"] == "m2n2" and res["protocol"]["clicker"] == "m2n2"
+    assert res["num_instances"] == 2 and all(len(i["ious"]) == 3 for i in res["instances"])

@@ -55,6 +55,10 @@ class M2N2Predictor:
         cache_size: Markov-maps kept between calls (20, §2.8).
     """
 
+    # the paper's own protocol (M2N2 clicker, always 20 clicks, ignore = background; protocol.md), as every
+    # method defaults to the protocol its paper reports; `--protocol plain` compares with the classical rows
+    default_protocol = "m2n2"
+
     def __init__(self, attention, distance: str = "markov", temperature: float | None = None,
                  ipf_iterations: int | None = None, clip_min: float | None = None, threshold: float = 0.3,
                  max_iterations: int = 1000, linear_interpolation: bool = True, use_flood_fill: bool = True,
