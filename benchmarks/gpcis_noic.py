@@ -34,14 +34,17 @@ def main() -> None:
         raise SystemExit(f"--ckpt {args.ckpt}: model {meta['model']['name']} has no GP head (test_eps2)")
     proto = get_protocol(args.protocol).with_options(max_clicks=args.max_clicks, target_iou=1.01)
     print(f"model {meta['model']['name']}, protocol {proto.name}, {args.max_clicks} clicks, no early stop")
-    print(f"{'dataset':10s} {'eps2':>8s} {'NoIC':>7s} {'NoC85':>6s} {'NoC90':>6s}")
+    # NoIC as in the paper's Table 1: invalid clicks summed over the dataset (and per instance)
+    print(f"{'dataset':10s} {'eps2':>8s} {'NoIC':>6s} {'/inst':>6s} {'clicks':>7s} {'NoC85':>6s} {'NoC90':>6s}")
     for name in args.datasets.split(","):
         ds = get_dataset(name, args.data_root)
         for eps2 in (float(e) for e in args.eps2.split(",")):
             model.test_eps2 = eps2
             r = evaluate_dataset(ModelPredictor(model, proto), ds, proto, limit=args.limit)
             s = r.summary
-            print(f"{name:10s} {eps2:8.0e} {s['noic']:7.3f} {s['noc']['85']:6.2f} {s['noc']['90']:6.2f}")
+            n = s["num_instances"]
+            print(f"{name:10s} {eps2:8.0e} {round(s['noic'] * n):6d} {s['noic']:6.3f} {n * args.max_clicks:7d} "
+                  f"{s['noc']['85']:6.2f} {s['noc']['90']:6.2f}")
 
 
 if __name__ == "__main__":
