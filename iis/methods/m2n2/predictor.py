@@ -281,13 +281,13 @@ def m2n2_dinov2(dinov2_path=None, **kwargs) -> M2N2Predictor:
 
 @register_predictor("m2n2_affinity")
 def m2n2_affinity(**kwargs) -> M2N2Predictor:
-    """M2N2 on the weight-free bilateral affinity attention (64x64 tokens)."""
+    """M2N2 on the weight-free bilateral affinity attention (40x40 tokens)."""
     return _build({}, "affinity", **kwargs)
 
 
 @register_predictor("m2n2_effnet")
 def m2n2_effnet(**kwargs) -> M2N2Predictor:
-    """M2N2 on EfficientNet-Lite0 (ImageNet) feature-similarity attention (64x64 tokens)."""
+    """M2N2 on EfficientNet-Lite0 (ImageNet) feature-similarity attention (40x40 tokens)."""
     return _build({}, "effnet", **kwargs)
 
 
