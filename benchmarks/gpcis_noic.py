@@ -42,8 +42,9 @@ def main() -> None:
             model.test_eps2 = eps2
             r = evaluate_dataset(ModelPredictor(model, proto), ds, proto, limit=args.limit)
             s = r.summary
-            n = s["num_instances"]
-            print(f"{name:10s} {eps2:8.0e} {round(s['noic'] * n):6d} {s['noic']:6.3f} {n * args.max_clicks:7d} "
+            total = sum(i.get("noic", 0) for i in r.instances)
+            clicks = sum(len(i["clicks"]) for i in r.instances)
+            print(f"{name:10s} {eps2:8.0e} {total:6d} {s['noic']:6.3f} {clicks:7d} "
                   f"{s['noc']['85']:6.2f} {s['noc']['90']:6.2f}")
 
 
