@@ -87,71 +87,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _build(args) -> tuple[Any, dict[str, Any], str, str | None]:
-    """-> (predictor factory input, method description, default protocol, note for the table)."""
-    import torch
-
-    from ..eval.checkpoint import load_checkpoint_model
-    from ..models.registry import create_model, create_predictor, list_models, list_predictors
+def _build(args):
+    from ..eval.loading import build_method
 
     kw = _parse_kv(args.method_arg)
     if args.sd2_path:
         kw["sd2_path"] = args.sd2_path
     if args.dinov2_path:
         kw["dinov2_path"] = args.dinov2_path
-    if args.ckpt:
-        model, meta = load_checkpoint_model(args.ckpt)
-        desc = {"ckpt": str(Path(args.ckpt).resolve()), "model": meta["model"]}
-        return model, desc, meta.get("protocol", getattr(model, "default_protocol", "ritm")), None
-    name = args.method
-    if name in list_predictors():
-        pred = create_predictor(name, **kw)
-        return pred, {"method": name, "kwargs": kw}, getattr(pred, "default_protocol", "plain"), None
-    if name in list_models():
-        model = create_model(name, **kw)
-        note = None
-        if args.weights:
-            sd = torch.load(args.weights, map_location="cpu", weights_only=False)
-            from ..eval.checkpoint import clean_state_dict
-
-            model.load_state_dict(clean_state_dict(sd.get("state_dict", sd) if isinstance(sd, dict) else sd))
-        else:
-            note = "NOTE: randomly initialised weights (no --ckpt/--weights): numbers are for smoke runs and timing only"
-        desc = {"method": name, "kwargs": kw, "weights": args.weights, "random_init": not args.weights}
-        return model, desc, getattr(model, "default_protocol", "ritm"), note
-    raise ValueError(f"--method {name!r}: unknown; training-free methods: {', '.join(list_predictors())}; "
-                     f"models: {', '.join(list_models())}")
+    return build_method(args.method, ckpt=args.ckpt, weights=args.weights, kwargs=kw)
 
 
 def _run(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..core.predictor import ModelPredictor
     from ..core.protocol import get_protocol
     from ..data import get_dataset
     from ..eval.io import atomic_write_json, provenance
     from ..eval.report import overlay, plot_miou, results_table
-    from ..eval.runner import evaluate_dataset
+    from ..eval.runner import evaluate_step
 
     names = [d.strip() for d in args.datasets.split(",") if d.strip()]
     datasets = [get_dataset(n, args.data_root) for n in names]  # fail fast on a bad name/folder
-    obj, desc, default_protocol, note = _build(args)
-    base = get_protocol(args.protocol or default_protocol).with_options(
+    built = _build(args)
+    desc, note = built.desc, built.note
+    base = get_protocol(args.protocol or built.default_protocol).with_options(
         max_clicks=args.max_clicks, target_iou=1.01 if args.iou_analysis else args.target_iou,
         threshold=args.thresh, flip=False if args.no_flip else None)
-    is_model = isinstance(obj, torch.nn.Module)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
-    title = desc.get("method") or desc["model"]["name"]
+    title = built.title
     out = Path(args.out or Path("runs") / "eval" / f"{title}_{base.name}")
     results: dict[str, Any] = {**provenance(), "method": desc, "protocol": base.to_dict(),
                                "argv": sys.argv[1:], "datasets": {}}
     summaries = {}
     for ds in datasets:
-        proto = base.for_dataset(ds.name)
-        predictor = ModelPredictor(obj, proto, args.device, dtype) if is_model else obj
-        if not is_model and hasattr(obj, "to"):
-            obj.to(args.device)
         n = min(len(ds), args.limit) if args.limit else len(ds)
         bar = tqdm(total=n, desc=ds.name, unit="inst", disable=args.quiet, file=sys.stderr)
         vis_dir = out / "vis" / ds.name
@@ -165,12 +135,11 @@ def _run(args) -> int:
                 cv2.imwrite(str(vis_dir / f"{sample.id.replace('/', '_').replace('#', '_')}.png"), pic[..., ::-1])
 
         t0 = time.perf_counter()
-        r = evaluate_dataset(predictor, ds, proto, method=desc, log_path=out / "instances" / f"{ds.name}.jsonl",
-                             overwrite=args.overwrite, limit=args.limit,
-                             progress=lambda k, bar=bar: bar.update(k - bar.n), on_instance=on_instance,
-                             keep_preds=(lambda i: i < args.vis) if args.vis else None)
+        r = evaluate_step(built.obj, ds, base, device=args.device, dtype=dtype, limit=args.limit, desc=desc,
+                          log_path=out / "instances" / f"{ds.name}.jsonl",
+                          overwrite=args.overwrite, progress=lambda k, bar=bar: bar.update(k - bar.n),
+                          on_instance=on_instance, keep_preds=(lambda i: i < args.vis) if args.vis else None)
         bar.close()
-        r.summary["max_clicks"] = proto.max_clicks
         r.summary["run_seconds"] = time.perf_counter() - t0
         summaries[ds.name] = r.summary
         results["datasets"][ds.name] = r.to_json()

@@ -19,10 +19,10 @@ import numpy as np
 
 from ..core.loop import InstanceResult, run_instance
 from ..core.metrics import summarize
-from ..core.predictor import Predictor
+from ..core.predictor import ModelPredictor, Predictor
 from ..core.protocol import EvalProtocol
 
-__all__ = ["evaluate_dataset", "DatasetResult", "summarize_instances"]
+__all__ = ["evaluate_dataset", "evaluate_step", "DatasetResult", "summarize_instances"]
 
 
 @dataclass
@@ -153,3 +153,47 @@ def evaluate_dataset(
         if fh is not None:
             fh.close()
     return DatasetResult(name, protocol, records, summarize_instances(records, protocol))
+
+
+def evaluate_step(
+    method: Any,
+    dataset: Any,
+    base: EvalProtocol,
+    *,
+    device: str = "cpu",
+    dtype: Any = None,
+    limit: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    gather: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+    **kwargs: Any,
+) -> DatasetResult:
+    """The one evaluation step of ``iis-eval`` and the training callback: resolve the protocol for
+    ``dataset``, build the predictor, evaluate this rank's share, gather, summarise.
+
+    Args:
+        method: an interactive model (``nn.Module``, wrapped in :class:`ModelPredictor`) or a
+            training-free predictor.
+        base: the protocol before per-dataset overrides.
+        limit: only the first ``limit`` instances.
+        rank, world_size: instance ``i`` is evaluated by rank ``i % world_size``.
+        gather: merges the ranks' per-instance records (each instance once); None = single process.
+        **kwargs: passed to :func:`evaluate_dataset` (``method`` description as ``desc``, ``log_path``...).
+    """
+    import torch
+
+    proto = base.for_dataset(getattr(dataset, "name", "dataset"))
+    if isinstance(method, torch.nn.Module):
+        predictor = ModelPredictor(method, proto, device, dtype)
+    else:
+        predictor = method
+        if hasattr(predictor, "to"):
+            predictor.to(device)
+    n = min(len(dataset), limit) if limit else len(dataset)
+    desc = kwargs.pop("desc", None)
+    r = evaluate_dataset(predictor, dataset, proto, method=desc, indices=range(rank, n, world_size), **kwargs)
+    if gather is not None:
+        r.instances = gather(r.instances)
+        r.summary = summarize_instances(r.instances, proto)
+    r.summary["max_clicks"] = proto.max_clicks
+    return r

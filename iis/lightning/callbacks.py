@@ -16,11 +16,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..core.predictor import ModelPredictor
 from ..core.protocol import get_protocol
 from ..data import get_dataset
 from ..eval.report import overlay
-from ..eval.runner import evaluate_dataset, summarize_instances
+from ..eval.runner import evaluate_step
 
 __all__ = ["InteractiveEvaluation", "gather_records"]
 
@@ -109,8 +108,6 @@ class InteractiveEvaluation(L.Callback):
         out: dict[str, dict[str, Any]] = {}
         for ds_name in self.datasets:
             ds = get_dataset(ds_name, self.data_root, **self.dataset_kwargs.get(ds_name, {}))
-            proto = base.for_dataset(ds.name)
-            n = min(len(ds), self.limit) if self.limit else len(ds)
             pics: list[np.ndarray] = []
 
             def keep(i: int) -> bool:
@@ -120,10 +117,9 @@ class InteractiveEvaluation(L.Callback):
                 if res.preds and len(pics) < self.num_vis:
                     pics.append(overlay(sample.image, res.preds[-1], res.clicks, sample.gt))
 
-            r = evaluate_dataset(ModelPredictor(model, proto, pl_module.device), ds, proto,
-                                 indices=range(rank, n, world), on_instance=on_instance, keep_preds=keep)
-            summary = summarize_instances(gather_records(r.instances), proto)
-            summary["max_clicks"] = proto.max_clicks
+            r = evaluate_step(model, ds, base, device=pl_module.device, limit=self.limit, rank=rank,
+                              world_size=world, gather=gather_records, on_instance=on_instance, keep_preds=keep)
+            summary = r.summary
             out[ds.name] = summary
             if log:
                 self._log(trainer, pl_module, ds.name, summary, pics)
