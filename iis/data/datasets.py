@@ -36,7 +36,7 @@ from .readers.splits import PascalVOCDataset, SBDDataset
 from .synthetic import SyntheticDataset
 
 __all__ = ["EvalDataset", "get_dataset", "list_datasets", "register_dataset", "available_datasets", "check_datasets",
-           "DATASET_DIRS", "EXPECTED_INSTANCES"]
+           "check_dataset", "dataset_options", "parse_dataset_args", "DATASET_DIRS", "EXPECTED_INSTANCES"]
 
 Factory = Callable[..., EvalDataset]
 _REGISTRY: dict[str, Factory] = {}
@@ -116,6 +116,25 @@ def get_dataset(name: str, root: str | Path | None = None, **kw: Any) -> EvalDat
     return factory(Path(root) if root is not None else None, **kw)
 
 
+def check_dataset(ds: EvalDataset) -> dict[str, Any]:
+    """Fully decode one dataset built with ``strict=False``: every problem, one line each.
+
+    Returns:
+        ``{"root", "images", "instances", "invalid", "problems"}``: unpaired files, every instance that
+        loading would refuse (``invalid``: how many) and an instance count that differs from
+        :data:`EXPECTED_INSTANCES` are problems.
+    """
+    rep: dict[str, Any] = {"root": str(ds.root), "images": ds.num_images, "instances": len(ds), "invalid": 0,
+                           "problems": ds.dataset_problems()}
+    bad = ds.invalid()
+    rep["invalid"] = len(bad)
+    rep["problems"] += [f"{sid}: {why}" for sid, why in bad.items()]
+    exp = EXPECTED_INSTANCES.get(ds.name)
+    if exp is not None and rep["instances"] != exp:
+        rep["problems"].append(f"{ds.name}: {rep['instances']} instances, the standard release has {exp}")
+    return rep
+
+
 def check_datasets(root: str | Path, names: list[str] | None = None,
                    options: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Open and fully decode datasets under ``root``, for ``iis-data check``: everything ``iis-eval``
@@ -126,12 +145,11 @@ def check_datasets(root: str | Path, names: list[str] | None = None,
         names: datasets to check; None checks every standard evaluation dataset whose folder exists
             (not ``sbd_train``).
         options: reader options passed to every named dataset (e.g. ``{"mode": "instances"}`` for
-            ``folder``); an option a reader does not take is a problem of that dataset.
+            ``folder``).
 
     Returns:
-        ``{name: {"root", "images", "instances", "invalid", "problems": [one line each]}}``; a missing
-        folder, unpaired files, every instance that loading would refuse (``invalid``: their count)
-        and an instance count that differs from :data:`EXPECTED_INSTANCES` are problems.
+        ``{name: report}`` as :func:`check_dataset`; a dataset that cannot be opened (missing folder,
+        bad options) has ``root`` None and that error as its problem.
     """
     root = Path(root)
     if names is None:
@@ -139,26 +157,47 @@ def check_datasets(root: str | Path, names: list[str] | None = None,
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         key = _norm(name)
-        rep: dict[str, Any] = {"root": None, "images": 0, "instances": 0, "invalid": 0, "problems": []}
-        out[key] = rep
         kw = dict(options or {})
         if key != "synthetic":
             kw["strict"] = False
         try:
-            ds = get_dataset(key, root, **kw)
-            rep["root"], rep["images"] = str(ds.root), ds.num_images
-            rep["instances"] = len(ds)
-            rep["problems"] = ds.dataset_problems()
-            bad = ds.invalid()
-            rep["invalid"] = len(bad)
-            rep["problems"] += [f"{sid}: {why}" for sid, why in bad.items()]
+            out[key] = check_dataset(get_dataset(key, root, **kw))
         except (FileNotFoundError, ValueError, OSError) as e:
-            rep["problems"].append(str(e))
-            continue
-        exp = EXPECTED_INSTANCES.get(key)
-        if exp is not None and rep["instances"] != exp:
-            rep["problems"].append(f"{key}: {rep['instances']} instances, the standard release has {exp}")
+            out[key] = {"root": None, "images": 0, "instances": 0, "invalid": 0, "problems": [str(e)]}
     return out
+
+
+def parse_dataset_args(items: list[str] | None) -> dict[str, Any]:
+    """``["mode=instances", "ignore_value=255", "threshold=none"]`` -> options dict (values read as YAML
+    scalars: ints, floats, booleans, ``none``/``null``, ``[a, b]`` lists; anything else stays a string).
+
+    Raises:
+        ValueError: an item without ``=`` or with an empty key, or a key given twice.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--dataset-arg: expected KEY=VALUE, got {item!r}")
+        if key in out:
+            raise ValueError(f"--dataset-arg: {key!r} given twice")
+        try:
+            val = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            val = raw
+        out[key] = None if isinstance(val, str) and val.strip().lower() == "none" else val
+    return out
+
+
+def dataset_options(name: str) -> list[str]:
+    """Option names that dataset ``name`` takes (ValueError for an unknown name)."""
+    key = _norm(name)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
+    return list(inspect.signature(_REGISTRY[key]).parameters)[1:]
 
 
 def available_datasets(root: str | Path) -> list[str]:
