@@ -63,6 +63,9 @@ class DataFileError(IISError):
         super().__init__(message)
         self.path = Path(path)
 
+    def __reduce__(self):  # picklable across processes (the default would call cls(message))
+        return type(self), (self.path, str(self))
+
 
 def read_bytes(path: str | Path, what: str = "file") -> bytes:
     """The file's bytes; :class:`DataFileError` ("<what> <path>: ...") when missing, unreadable or empty."""

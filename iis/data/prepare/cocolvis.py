@@ -22,7 +22,6 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 from PIL import Image
 from tqdm import tqdm
 
