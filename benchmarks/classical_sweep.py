@@ -1,6 +1,6 @@
 """Evaluate / tune the classical baselines on the real GrabCut and Berkeley sets.
 
-Loads the data directly (no iis.data dependency), runs ``iis.core.loop.run_instance`` under the
+Loads the data with ``iis.data.get_dataset`` (strict decoding, GrabCut/Berkeley mask rule), runs ``iis.core.loop.run_instance`` under the
 ``plain`` protocol (RITM clicker, threshold 0.49, 20 clicks, no flip/zoom) with early stop at
 IoU 0.90, and prints NoC85/NoC90/NoF90 and the time per click (wall time inside ``predict`` and process CPU
 time, which is less sensitive to other load on the machine) for every option combination.
@@ -31,39 +31,18 @@ import numpy as np  # noqa: E402
 from iis.core.loop import run_instance  # noqa: E402
 from iis.core.metrics import noc, nof  # noqa: E402
 from iis.core.protocol import get_protocol  # noqa: E402
+from iis.data import get_dataset  # noqa: E402
 from iis.models.registry import create_predictor  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def _mask(raw: np.ndarray) -> np.ndarray:
-    """GrabCut/Berkeley rule (protocol.md §A.8): 128 -> ignore (-1), > 128 -> 1, else 0."""
-    gt = np.zeros(raw.shape, np.int8)
-    gt[raw > 128] = 1
-    gt[raw == 128] = -1
-    return gt
-
-
 def load(dataset: str, root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """``[(id, image uint8 RGB, gt int8)]`` sorted by id."""
-    if dataset == "grabcut":
-        imgs = {p.stem: p for p in (root / "GrabCut" / "data_GT").iterdir()}
-        masks = {p.stem: p for p in (root / "GrabCut" / "boundary_GT").iterdir()}
-    elif dataset == "berkeley":
-        imgs = {p.stem: p for p in (root / "Berkeley" / "images").iterdir()}
-        masks = {p.stem: p for p in (root / "Berkeley" / "masks").iterdir()}
-    else:
+    """``[(id, image uint8 RGB, gt int8)]`` sorted by id, through the package's strict readers."""
+    if dataset not in ("grabcut", "berkeley"):
         raise ValueError(f"--dataset: expected grabcut or berkeley, got {dataset!r}")
-    out = []
-    for stem in sorted(masks):
-        bgr = cv2.imread(str(imgs[stem]), cv2.IMREAD_COLOR)
-        raw = cv2.imread(str(masks[stem]), cv2.IMREAD_UNCHANGED)
-        if bgr is None or raw is None:
-            raise FileNotFoundError(f"cannot read {imgs[stem]} or {masks[stem]}")
-        if raw.ndim == 3:
-            raw = raw[..., 2]  # channel 0 of the RGB mask (cv2 reads BGR)
-        out.append((stem, np.ascontiguousarray(bgr[..., ::-1]), _mask(raw)))
-    return out
+    ds = get_dataset(dataset, root)
+    return sorted(((s.id, s.image, s.gt) for s in (ds[i] for i in range(len(ds)))), key=lambda t: t[0])
 
 
 def _parse(value: str):

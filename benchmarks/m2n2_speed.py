@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from iis.core.types import Click
+from iis.data.io import read_image
 from iis.methods.m2n2 import AffinityAttention, DinoV2Attention, EffNetAttention, M2N2Predictor, SD2Attention
 
 DAVIS_HW = (480, 854)
@@ -34,7 +35,7 @@ _CLICKS = [(0.5, 0.5, True), (0.15, 0.2, False), (0.55, 0.35, True), (0.85, 0.8,
 def _image(path: str | None) -> np.ndarray:
     p = Path(path) if path else _DATA
     if p.is_file():
-        img = cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        img = read_image(p)
     else:  # smooth synthetic scene when the benchmark images are absent
         rng = np.random.default_rng(0)
         img = cv2.GaussianBlur(rng.integers(0, 256, (60, 107, 3)).astype(np.uint8), (0, 0), 3)

@@ -7,7 +7,12 @@ Examples::
     iis-data checksum data/cocolvis/train              # writes data/cocolvis/train/MANIFEST.sha256
     iis-data checksum data/cocolvis/train --verify     # exit 1 when a file changed
     iis-data check --datasets grabcut,berkeley --data-root data/
+    iis-data check --datasets folder --data-root my_data/ --dataset-arg mode=instances --dataset-arg ignore_value=255
+    iis-data check --train-source folder --root my_data/ --dataset-arg val_fraction=0.2
+    iis-data check --train-source sbd --root data/SBD/benchmark_RELEASE/dataset
 
+`check` decodes every image and mask strictly and checks each mask against its dataset's declared
+encoding (iis/data/README.md): everything iis-eval or training would refuse is listed, one line each.
 Exit codes: 0 fine, 1 problems found, 2 bad arguments or missing folders.
 """
 
@@ -58,10 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--workers", type=int, help="hashing threads (default: CPU count, at most 8)")
     ck.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    ch = sub.add_parser("check", help="open and decode evaluation datasets; verify their MANIFEST.sha256 if present")
-    ch.add_argument("--datasets", help="comma-separated names (default: every dataset found under --data-root)")
+    ch = sub.add_parser("check", help="decode every file of evaluation datasets (or a training source) strictly and "
+                                      "list everything iis-eval / training would refuse; verify MANIFEST.sha256")
+    ch.add_argument("--datasets", help="comma-separated names (default: every dataset found under --data-root, "
+                                       "unless --train-source is given); `folder` takes --data-root as the folder itself")
     ch.add_argument("--data-root", default=os.environ.get("IIS_DATA_ROOT"),
                     help="folder holding GrabCut/, Berkeley/, SBD/, ... (default: $IIS_DATA_ROOT)")
+    ch.add_argument("--train-source", metavar="NAME",
+                    help="check a training source (the data.source values: folder, sbd, cocolvis, coco_json, ...)")
+    ch.add_argument("--root", help="the training source's data.root (default: --data-root)")
+    ch.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="reader / source option, repeatable, e.g. mode=instances, ignore_value=255, min_area=0, "
+                         "val_fraction=0.2 (iis/data/README.md lists them)")
+    ch.add_argument("--workers", type=int, help="decoding threads for a training source (default: min(8, CPUs))")
     return p
 
 
@@ -133,7 +147,19 @@ def _checksum(a: argparse.Namespace) -> int:
 
 
 def _check(a: argparse.Namespace) -> int:
-    from iis.data import available_datasets, check_datasets, list_datasets
+    from iis.data import parse_dataset_args
+
+    opts = parse_dataset_args(a.dataset_arg)
+    if a.train_source and not a.datasets:
+        return _check_train(a, opts)
+    code = _check_eval(a, opts)
+    if a.train_source and code != 2:
+        code = max(code, _check_train(a, opts))
+    return code
+
+
+def _check_eval(a: argparse.Namespace, opts: dict) -> int:
+    from iis.data import available_datasets, check_dataset, dataset_options, get_dataset, list_datasets
     from iis.data.prepare import MANIFEST_NAME, verify_manifest
 
     if not a.data_root:
@@ -152,16 +178,49 @@ def _check(a: argparse.Namespace) -> int:
         return _error(f"check: no folder for {', '.join(missing)} under {root} (see `iis-eval --list` for the layout)")
     if not names:
         return _error(f"check: no dataset folder found under {root}")
-    bad = 0
-    for name, rep in check_datasets(root, names).items():
+    for n in names:
+        bad = sorted(set(opts) - set(dataset_options(n)) - {"strict"})
+        if bad:
+            return _error(f"check: --dataset-arg {', '.join(bad)} not taken by dataset {n!r} "
+                          f"(it takes: {', '.join(o for o in dataset_options(n) if o != 'strict') or 'nothing'})")
+    datasets = []
+    for n in names:  # open all first: a missing folder or a bad option value is an argument error
+        datasets.append(get_dataset(n, root, **opts, **({} if n == "synthetic" else {"strict": False})))
+    bad_sets = 0
+    for ds in datasets:
+        rep = check_dataset(ds)
         problems = list(rep["problems"])
-        if rep["root"] and (Path(rep["root"]) / MANIFEST_NAME).is_file():
+        if ds.name != "synthetic" and (Path(rep["root"]) / MANIFEST_NAME).is_file():
             problems += verify_manifest(rep["root"])
-        print(f"{name}: {rep['images']} images, {rep['instances']} instances ({rep['root']})")
+        invalid = f", {rep['invalid']} invalid" if rep["invalid"] else ""
+        print(f"{ds.name}: {rep['images']} images, {rep['instances']} instances{invalid} ({rep['root']})")
         _problems(problems)
-        bad += bool(problems)
-    print("all datasets OK" if not bad else f"{bad} dataset(s) with problems")
-    return 1 if bad else 0
+        bad_sets += bool(problems)
+    print("all datasets OK" if not bad_sets else f"{bad_sets} dataset(s) with problems")
+    return 1 if bad_sets else 0
+
+
+def _check_train(a: argparse.Namespace, opts: dict) -> int:
+    import inspect
+
+    from iis.data.train import TRAIN_SOURCES, build_train_source, check_train_source
+
+    name = a.train_source
+    if name not in TRAIN_SOURCES:
+        return _error(f"check: --train-source {name!r} is not one of {', '.join(sorted(TRAIN_SOURCES))}")
+    takes = [p for p in inspect.signature(TRAIN_SOURCES[name].__init__).parameters if p not in ("self", "root")]
+    bad = sorted(set(opts) - set(takes))
+    if bad:
+        return _error(f"check: --dataset-arg {', '.join(bad)} not taken by training source {name!r} "
+                      f"(it takes: {', '.join(takes)})")
+    root = a.root or a.data_root
+    src = build_train_source(name, root, **opts)  # missing folders / files: exit 2 through main()
+    problems = check_train_source(src, workers=a.workers, cache=False)
+    where = f" ({root})" if root and name not in ("synthetic", "synthetic_multi", "coco_json") else ""
+    print(f"training source {name}: {len(src)} items{where}")
+    _problems(problems)
+    print("training data OK" if not problems else f"{len(problems)} unusable training item(s)")
+    return 1 if problems else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

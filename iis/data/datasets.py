@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from .folder import DEFAULT_MIN_AREA
 from .readers.base import EvalDataset
 from .readers.paired import (
     FolderDataset,
@@ -35,7 +36,7 @@ from .readers.splits import PascalVOCDataset, SBDDataset
 from .synthetic import SyntheticDataset
 
 __all__ = ["EvalDataset", "get_dataset", "list_datasets", "register_dataset", "available_datasets", "check_datasets",
-           "DATASET_DIRS", "EXPECTED_INSTANCES"]
+           "check_dataset", "dataset_options", "parse_dataset_args", "DATASET_DIRS", "EXPECTED_INSTANCES"]
 
 Factory = Callable[..., EvalDataset]
 _REGISTRY: dict[str, Factory] = {}
@@ -88,12 +89,15 @@ def get_dataset(name: str, root: str | Path | None = None, **kw: Any) -> EvalDat
         name: registry name, case-insensitive (``"GrabCut"`` == ``"grabcut"``).
         root: data root holding the standard folders; the folder itself for ``folder``; ignored for
             ``synthetic``. None falls back to ``$IIS_DATA_ROOT``.
-        **kw: reader options (``split``, ``cache``; ``folder``: ``mode``, ``ignore_value``, ...;
-            ``synthetic``: ``num_samples``, ``size``, ``seed``, ``ignore_band``).
+        **kw: reader options (``split``, ``cache``, ``strict``; ``folder``: ``mode``, ``threshold``,
+            ``ignore_value``, ``min_area``, ``components``, ``split``, ``val_fraction``, ``split_seed``,
+            ``files``; ``synthetic``: ``num_samples``, ``size``, ``seed``, ``ignore_band``).
 
     Raises:
-        ValueError: unknown name (the message lists the valid ones) or no root given.
-        FileNotFoundError: the dataset folder is missing (the message names the path expected).
+        ValueError: unknown name (the message lists the valid ones), bad options or no root given.
+        FileNotFoundError: the dataset folder is missing (the message names the path expected), or
+            files lack their counterpart (unless ``strict=False``).
+        IISError: other dataset-level problems (duplicated stems), one line.
     """
     key = _norm(name)
     if key not in _REGISTRY:
@@ -112,17 +116,40 @@ def get_dataset(name: str, root: str | Path | None = None, **kw: Any) -> EvalDat
     return factory(Path(root) if root is not None else None, **kw)
 
 
-def check_datasets(root: str | Path, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Open and fully decode datasets under ``root``, for ``iis-data check``.
-
-    Args:
-        root: data root.
-        names: datasets to check; None checks every standard evaluation dataset whose folder exists
-            (not ``sbd_train``).
+def check_dataset(ds: EvalDataset) -> dict[str, Any]:
+    """Fully decode one dataset built with ``strict=False``: every problem, one line each.
 
     Returns:
-        ``{name: {"root", "images", "instances", "problems": [one line each]}}``; a missing folder,
-        a reader error or an instance count that differs from :data:`EXPECTED_INSTANCES` is a problem.
+        ``{"root", "images", "instances", "invalid", "problems"}``: unpaired files, every instance that
+        loading would refuse (``invalid``: how many) and an instance count that differs from
+        :data:`EXPECTED_INSTANCES` are problems.
+    """
+    rep: dict[str, Any] = {"root": str(ds.root), "images": ds.num_images, "instances": len(ds), "invalid": 0,
+                           "problems": ds.dataset_problems()}
+    bad = ds.invalid()
+    rep["invalid"] = len(bad)
+    rep["problems"] += [f"{sid}: {why}" for sid, why in bad.items()]
+    exp = EXPECTED_INSTANCES.get(ds.name)
+    if exp is not None and rep["instances"] != exp:
+        rep["problems"].append(f"{ds.name}: {rep['instances']} instances, the standard release has {exp}")
+    return rep
+
+
+def check_datasets(root: str | Path, names: list[str] | None = None,
+                   options: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Open and fully decode datasets under ``root``, for ``iis-data check``: everything ``iis-eval``
+    would refuse is reported, nothing raises for bad data.
+
+    Args:
+        root: data root (for ``folder``: the folder itself, as in ``iis-eval``).
+        names: datasets to check; None checks every standard evaluation dataset whose folder exists
+            (not ``sbd_train``).
+        options: reader options passed to every named dataset (e.g. ``{"mode": "instances"}`` for
+            ``folder``).
+
+    Returns:
+        ``{name: report}`` as :func:`check_dataset`; a dataset that cannot be opened (missing folder,
+        bad options) has ``root`` None and that error as its problem.
     """
     root = Path(root)
     if names is None:
@@ -130,20 +157,47 @@ def check_datasets(root: str | Path, names: list[str] | None = None) -> dict[str
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         key = _norm(name)
-        rep: dict[str, Any] = {"root": None, "images": 0, "instances": 0, "problems": []}
-        out[key] = rep
+        kw = dict(options or {})
+        if key != "synthetic":
+            kw["strict"] = False
         try:
-            ds = get_dataset(key, root)
-            rep["root"], rep["images"] = str(ds.root), ds.num_images
-            rep["problems"] = ds.check()
-            rep["instances"] = len(ds)
+            out[key] = check_dataset(get_dataset(key, root, **kw))
         except (FileNotFoundError, ValueError, OSError) as e:
-            rep["problems"].append(str(e))
-            continue
-        exp = EXPECTED_INSTANCES.get(key)
-        if exp is not None and rep["instances"] != exp:
-            rep["problems"].append(f"{key}: {rep['instances']} instances, the standard release has {exp}")
+            out[key] = {"root": None, "images": 0, "instances": 0, "invalid": 0, "problems": [str(e)]}
     return out
+
+
+def parse_dataset_args(items: list[str] | None) -> dict[str, Any]:
+    """``["mode=instances", "ignore_value=255", "threshold=none"]`` -> options dict (values read as YAML
+    scalars: ints, floats, booleans, ``none``/``null``, ``[a, b]`` lists; anything else stays a string).
+
+    Raises:
+        ValueError: an item without ``=`` or with an empty key, or a key given twice.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--dataset-arg: expected KEY=VALUE, got {item!r}")
+        if key in out:
+            raise ValueError(f"--dataset-arg: {key!r} given twice")
+        try:
+            val = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            val = raw
+        out[key] = None if isinstance(val, str) and val.strip().lower() == "none" else val
+    return out
+
+
+def dataset_options(name: str) -> list[str]:
+    """Option names that dataset ``name`` takes (ValueError for an unknown name)."""
+    key = _norm(name)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(list_datasets())}")
+    return list(inspect.signature(_REGISTRY[key]).parameters)[1:]
 
 
 def available_datasets(root: str | Path) -> list[str]:
@@ -179,8 +233,9 @@ def _dataset_dir(name: str, root: Path) -> Path:
 
 
 def _paired(name: str, images: str, masks: str, decoder, multi: bool = False) -> None:
-    def factory(root: Path, cache: bool = True) -> EvalDataset:
-        return PairedFolderDataset(name, _dataset_dir(name, root), images, masks, decoder, multi, cache=cache)
+    def factory(root: Path, cache: bool = True, strict: bool = True) -> EvalDataset:
+        return PairedFolderDataset(name, _dataset_dir(name, root), images, masks, decoder, multi, cache=cache,
+                                   strict=strict)
 
     factory.__doc__ = f"{name}: ``{images}/`` images, ``{masks}/`` masks decoded by ``{decoder.__name__}``."
     register_dataset(name)(factory)
@@ -197,31 +252,35 @@ _paired("oaizib", "image", "annotations", decode_label_map, multi=True)
 
 
 @register_dataset("sbd")
-def _sbd(root: Path, split: str = "val", cache: bool = True) -> EvalDataset:
+def _sbd(root: Path, split: str = "val", cache: bool = True, strict: bool = True) -> EvalDataset:
     """SBD val: one sample per instance of ``inst/*.mat`` (6671)."""
-    return SBDDataset(_dataset_dir("sbd", root), split=split, name="sbd", cache=cache)
+    return SBDDataset(_dataset_dir("sbd", root), split=split, name="sbd", cache=cache, strict=strict)
 
 
 @register_dataset("sbd_train")
-def _sbd_train(root: Path, cache: bool = True) -> EvalDataset:
+def _sbd_train(root: Path, cache: bool = True, strict: bool = True) -> EvalDataset:
     """SBD train split, per instance."""
-    return SBDDataset(_dataset_dir("sbd_train", root), split="train", name="sbd_train", cache=cache)
+    return SBDDataset(_dataset_dir("sbd_train", root), split="train", name="sbd_train", cache=cache, strict=strict)
 
 
 @register_dataset("pascalvoc")
-def _voc(root: Path, split: str = "val", cache: bool = True) -> EvalDataset:
+def _voc(root: Path, split: str = "val", cache: bool = True, strict: bool = True) -> EvalDataset:
     """PASCAL VOC 2012 val: one sample per instance (3417), void -> ignore."""
-    return PascalVOCDataset(_dataset_dir("pascalvoc", root), split=split, name="pascalvoc", cache=cache)
+    return PascalVOCDataset(_dataset_dir("pascalvoc", root), split=split, name="pascalvoc", cache=cache,
+                            strict=strict)
 
 
 @register_dataset("folder")
-def _folder(root: Path, images_dir: str = "images", masks_dir: str = "masks", mode: str = "auto",
-            ignore_value: int | None = None, cache: bool = True) -> EvalDataset:
-    """Generic ``<root>/images`` + ``<root>/masks`` folder (binary or instance-id masks)."""
+def _folder(root: Path, images: str = "images", masks: str = "masks", mode: str = "binary",
+            threshold: int | None = None, ignore_value: int | None = None, min_area: int = DEFAULT_MIN_AREA,
+            components: bool = False, split: str | None = None, val_fraction: float = 0.0, split_seed: int = 0,
+            files: list[str] | None = None, cache: bool = True, strict: bool = True) -> EvalDataset:
+    """Your own ``<root>/images`` + ``<root>/masks`` (binary or instance-id masks; see iis.data.folder)."""
     if not root.is_dir():
         raise FileNotFoundError(f"folder dataset: expected folder {root} (not found)")
-    return FolderDataset(root, images_dir, masks_dir, mode=mode, ignore_value=ignore_value,  # type: ignore[arg-type]
-                         cache=cache)
+    return FolderDataset(root, images, masks, mode=mode, threshold=threshold, ignore_value=ignore_value,
+                         min_area=min_area, components=components, split=split, val_fraction=val_fraction,
+                         split_seed=split_seed, files=files, cache=cache, strict=strict)
 
 
 @register_dataset("synthetic")

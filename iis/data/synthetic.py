@@ -44,8 +44,8 @@ class SyntheticDataset(EvalDataset):
     def num_images(self) -> int:
         return self.num_samples
 
-    def check(self) -> list[str]:
-        return []
+    def dataset_problems(self) -> list[str]:
+        return []  # no files
 
     def __repr__(self) -> str:
         return f"SyntheticDataset(num_samples={self.num_samples}, size={self.size}, seed={self.seed})"

@@ -91,6 +91,8 @@ class IISDataModule(L.LightningDataModule):
             return
         h = self.hparams
         src = self._source()
+        from ..data.train import require_valid_source  # every item decodes and has a valid mask, before step 1
+        require_valid_source(src)
         aug = None if h.augment == "none" else AUGMENTATIONS[h.augment](tuple(h.crop_size))
         # always redraw the source index per item (uniform, or by the source's weights): no shuffle
         epoch_len = h.epoch_len if h.epoch_len > 0 else len(src)

@@ -103,3 +103,109 @@ def test_check(tmp_path, capsys):
     assert main(["check", "--datasets", "grabcut", "--data-root", root]) == 2  # no GrabCut folder
     assert main(["check", "--datasets", "brats", "--data-root", str(tmp_path / "none")]) == 2
     assert main(["frobnicate"]) == 2
+
+
+# ----- check: everything iis-eval or training would refuse (issue #17) ---------------------------------
+def _photo(h=48, w=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.uint8), (0, 0), 2)
+
+
+def _sq(value=255, dtype=np.uint8):
+    m = np.zeros((48, 64), dtype)
+    m[10:30, 15:45] = value
+    return m
+
+
+def _pairs(root: Path, images: str, masks: str, items: dict, mask_ext=".png") -> None:
+    (root / images).mkdir(parents=True, exist_ok=True)
+    (root / masks).mkdir(parents=True, exist_ok=True)
+    for k, (stem, m) in enumerate(items.items()):
+        cv2.imwrite(str(root / images / f"{stem}.jpg"), _photo(seed=k))
+        cv2.imwrite(str(root / masks / f"{stem}{mask_ext}"), m)
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size * 6 // 10])
+
+
+def _lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("  problem: ")]
+
+
+def test_check_real_sets(data_root, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("IIS_CACHE_DIR", str(tmp_path))
+    assert main(["check", "--datasets", "grabcut,berkeley,sstem", "--data-root", str(data_root)]) == 0
+    out = capsys.readouterr().out
+    assert "grabcut: 50 images, 50 instances" in out and "berkeley: 100 images, 100 instances" in out
+    assert "sstem: 20 images, 391 instances" in out and out.rstrip().endswith("all datasets OK")
+
+
+def test_check_finds_silent_wrong_results(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IIS_CACHE_DIR", str(tmp_path / "cache"))
+    vals = np.zeros((48, 64), np.uint8)
+    vals[10:20, 10:20], vals[20:30, 10:20], vals[30:40, 10:20] = 1, 2, 7
+    g = tmp_path / "GrabCut"
+    _pairs(g, "data_GT", "boundary_GT", {"ok": _sq(), "bg": np.zeros((48, 64), np.uint8), "vals": vals,
+                                         "trunc": _sq()}, ".bmp")
+    cv2.imwrite(str(g / "data_GT" / "deep.jpg"), _photo())
+    cv2.imwrite(str(g / "boundary_GT" / "deep.png"), _sq(dtype=np.uint16))
+    _truncate(g / "data_GT" / "trunc.jpg")
+    assert main(["check", "--datasets", "grabcut", "--data-root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    lines = _lines(out)
+    assert "grabcut: 5 images, 5 instances, 4 invalid" in out and "all datasets OK" not in out
+    assert len(lines) == 5  # 4 invalid + "5 instances, the standard release has 50"
+    assert any("bg: mask" in ln and "empty object" in ln for ln in lines)
+    assert any("vals: mask" in ln and "values found: 0, 1, 2, 7" in ln for ln in lines)
+    assert any("deep: mask" in ln and "16-bit" in ln for ln in lines)
+    assert any("trunc: image" in ln and "truncated" in ln for ln in lines)
+
+
+def test_check_folder_modes_and_bad_args(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IIS_CACHE_DIR", str(tmp_path / "cache"))
+    aa = _sq()
+    aa[40, 5:8] = 170
+    d = tmp_path / "mine"
+    _pairs(d, "images", "masks", {"a": _sq(), "b": _sq(), "c": np.zeros((48, 64), np.uint8), "d": aa})
+    assert main(["check", "--datasets", "folder", "--data-root", str(d)]) == 1
+    out = capsys.readouterr().out
+    assert "folder: 4 images, 4 instances, 1 invalid" in out and len(_lines(out)) == 1 and "c.png: empty" in out
+    assert main(["check", "--datasets", "folder", "--data-root", str(d), "--dataset-arg", "mode=instances"]) == 1
+    out = capsys.readouterr().out
+    assert "5 instances, 2 invalid" in out and "d#170: instance 170" in out and "3 pixel(s)" in out
+    (d / "masks" / "c.png").unlink()
+    (d / "images" / "c.jpg").unlink()
+    assert main(["check", "--datasets", "folder", "--data-root", str(d)]) == 0
+    assert "all datasets OK" in capsys.readouterr().out
+    for args, msg in ((["--dataset-arg", "bogus=1"], "--dataset-arg bogus not taken by dataset 'folder'"),
+                      (["--dataset-arg", "mode=auto"], "mode: expected one of binary, instances, got 'auto'"),
+                      (["--dataset-arg", "mode"], "expected KEY=VALUE")):
+        assert main(["check", "--datasets", "folder", "--data-root", str(d), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("iis-data: error: ") and msg in err and "\n" not in err
+
+
+def test_check_train_source(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("IIS_CACHE_DIR", str(tmp_path / "cache"))
+    d = tmp_path / "mine"
+    ids = np.zeros((48, 64), np.uint8)
+    ids[2:12, 2:12], ids[20:30, 20:40] = 1, 2
+    _pairs(d, "images", "masks", {"a": _sq(), "b": ids})
+    assert main(["check", "--train-source", "folder", "--root", str(d), "--dataset-arg", "mode=instances"]) == 0
+    out = capsys.readouterr().out
+    assert "training source folder: 2 items" in out and "training data OK" in out
+    assert main(["check", "--train-source", "folder", "--root", str(d)]) == 1  # binary: ids 1, 2 are no object
+    assert "b: mask" in capsys.readouterr().out
+    _truncate(d / "images" / "a.jpg")
+    _truncate(d / "images" / "b.jpg")
+    assert main(["check", "--train-source", "folder", "--data-root", str(d), "--dataset-arg", "mode=instances",
+                 "--dataset-arg", "val_fraction=0.5"]) == 1  # only the train half of the split is read
+    out = capsys.readouterr().out
+    assert "1 items" in out and ": image" in out and "truncated" in out and "1 unusable training item(s)" in out
+    for args, msg in ((["--train-source", "nosuch", "--root", str(d)], "is not one of"),
+                      (["--train-source", "folder", "--root", str(tmp_path / "none")], "folder not found"),
+                      (["--train-source", "folder", "--root", str(d), "--dataset-arg", "x=1"], "x not taken")):
+        assert main(["check", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and "\n" not in err

@@ -14,6 +14,7 @@ import scipy.io
 import scipy.ndimage as ndi
 from PIL import Image
 
+from iis.core.errors import InvalidSampleError
 from iis.data import check_datasets, get_dataset, list_datasets
 from iis.data.datasets import available_datasets
 from iis.data.readers.splits import voc_colormap
@@ -226,23 +227,29 @@ def test_oaizib_labels(tmp_path, rng, layout):
     m[m == 2] = 4  # tibial cartilage label, not consecutive
     _write_pairs(tmp_path / layout, "image", "annotations", {"9001104_070": m, "9001104_071": 0 * m}, rng, ".png")
     ds = get_dataset("oaizib", tmp_path)
-    assert _ids_unique(ds) == ["9001104_070#1", "9001104_070#4"] and ds.num_images == 2
+    # the empty slice keeps one visible entry that refuses to load (it never vanishes from the count)
+    assert _ids_unique(ds) == ["9001104_070#1", "9001104_070#4", "9001104_071"] and ds.num_images == 2
     np.testing.assert_array_equal(ds[1].gt, (m == 4).astype(np.int8))
+    with pytest.raises(InvalidSampleError, match=r"9001104_071: mask .*9001104_071\.png: empty object"):
+        ds[2]
+    assert len(ds.check()) == 1
 
 
 def test_generic_folder(tmp_path, rng):
     inst = _inst_map(16, 20, 3, rng)
     binary = np.zeros((10, 10), np.uint8)
-    binary[2:5, 2:5] = 255
+    binary[2:6, 2:6] = 255
     ids16 = np.zeros((8, 8), np.uint16)
     ids16[:4], ids16[4:, :3] = 300, 1000
     _write_pairs(tmp_path, "images", "masks", {"a": inst, "b": binary, "c": ids16}, rng)
-    ds = get_dataset("folder", tmp_path)
-    assert _ids_unique(ds) == ["a#1", "a#2", "a#3", "b", "c#300", "c#1000"]
+    ds = get_dataset("folder", tmp_path, mode="instances")
+    assert _ids_unique(ds) == ["a#1", "a#2", "a#3", "b#255", "c#300", "c#1000"]
     np.testing.assert_array_equal(ds[2].gt, (inst == 3).astype(np.int8))
-    assert ds[3].gt.sum() == 9 and ds[5].gt.sum() == 12
-    bin_ds = get_dataset("folder", tmp_path, mode="binary")
-    assert bin_ds.ids() == ["a", "b", "c"] and bin_ds[0].gt.sum() == (inst > 0).sum()
+    assert ds[3].gt.sum() == 16 and ds[5].gt.sum() == 12
+    bin_ds = get_dataset("folder", tmp_path)  # binary is the default
+    assert bin_ds.ids() == ["a", "b", "c"] and bin_ds[1].gt.sum() == 16 and bin_ds[2].gt.sum() == 44
+    with pytest.raises(InvalidSampleError, match=r"a: mask .*a\.png: empty object: no value > 127"):
+        bin_ds[0]  # instance ids 1..3 are not a binary mask
 
 
 def test_folder_ignore_value(tmp_path, rng):
@@ -276,11 +283,13 @@ def test_size_mismatch_unreadable_unpaired(tmp_path, rng):
     (root / "images" / "bad.jpg").write_bytes(b"not a jpeg")
     cv2.imwrite(str(root / "masks" / "bad.png"), np.zeros((4, 4), np.uint8))
     _write_rgb(root / "images" / "lonely.jpg", _img(rng, 4, 4))
-    ds = get_dataset("berkeley", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"berkeley dataset: image without mask: .*lonely\.jpg"):
+        get_dataset("berkeley", tmp_path)  # unpaired files: a dataset-level error
+    ds = get_dataset("berkeley", tmp_path, strict=False)
     assert ds.ids() == ["bad", "big", "ok"]
-    with pytest.raises(ValueError, match=r"big\.png"):
+    with pytest.raises(InvalidSampleError, match=r"big\.png"):
         ds[1]
-    with pytest.raises(ValueError, match=r"bad\.jpg"):
+    with pytest.raises(InvalidSampleError, match=r"bad\.jpg"):
         ds[0]
     assert ds[2].gt.all()
     problems = ds.check()

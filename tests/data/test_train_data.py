@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from iis.core.errors import InvalidSampleError
 from iis.data.train import (
     CocoJsonTrain,
     CocoLvis,
@@ -290,8 +291,10 @@ def test_sbd_train(tmp_path):
     with pytest.raises(ValueError, match="w.pkl"):
         SBDTrain(tmp_path, samples_weights=weights)
     (tmp_path / "inst" / "2008_000003.mat").unlink()
+    with pytest.raises(InvalidSampleError, match=r"2008_000003: SBD instance file .*2008_000003\.mat: file not found"):
+        src[2]  # removed after listing: the item refuses to load
     with pytest.raises(FileNotFoundError, match="2008_000003.mat"):
-        src[2]
+        SBDTrain(tmp_path)  # missing when listing: a dataset-level error
     with pytest.raises(FileNotFoundError, match="val.txt"):
         SBDTrain(tmp_path, split="val")
 
@@ -375,9 +378,10 @@ def test_folder_train(tmp_path):
     for name, m in (("a", binary), ("b", inst)):
         cv2.imwrite(str(tmp_path / "images" / f"{name}.jpg"), _image(20, 30))
         cv2.imwrite(str(tmp_path / "masks" / f"{name}.png"), m)
-    src = FolderTrain(tmp_path, ignore_value=255)
+    src = FolderTrain(tmp_path, mode="instances", ignore_value=255)
     a = FolderTrain(tmp_path)[0]
     assert a.object_ids == [1] and np.array_equal(a.object_mask(1), binary > 0)
+    assert np.array_equal(FolderTrain(tmp_path)[1].object_mask(1), inst == 255)  # binary: > 127 only
     b = src[1]
     assert b.object_ids == [1, 2] and b.ignore[0:2].all() and b.ignore.sum() == 60
     assert np.array_equal(b.object_mask(2), inst == 2)

@@ -17,16 +17,15 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import pickle
 import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 from PIL import Image
 from tqdm import tqdm
 
+from ..io import read_mask, safe_pickle_load
 from .manifest import MANIFEST_NAME, write_manifest
 from .merge import MIN_AREA, dump_pickle, encode_layers, merge_image
 
@@ -78,9 +77,7 @@ def _process(task: dict) -> dict:
     """Worker: one image -> masks pickle + image link; returns the done-record (or an error)."""
     sid = task["id"]
     try:
-        png = cv2.imread(task["png"], cv2.IMREAD_COLOR)
-        if png is None:
-            raise ValueError(f"cannot read panoptic PNG {task['png']}")
+        png = read_mask(task["png"]).bgr  # strict; BGR as cv2.imread(IMREAD_COLOR), what RITM decodes
         src = Path(task["image"])
         if not src.is_file():
             raise FileNotFoundError(f"image not found: {src}")
@@ -227,8 +224,7 @@ def prepare_cocolvis(lvis: str | Path, coco_panoptic: str | Path, images: str | 
         for p in (state_path, anno_path, split_dir / MANIFEST_NAME):
             p.unlink(missing_ok=True)
     if anno_path.is_file() and not state_path.exists():  # finished earlier
-        with open(anno_path, "rb") as f:
-            anno = pickle.load(f)
+        anno = safe_pickle_load(anno_path)
         report.images, report.stuff = len(anno), None
         report.instances = sum(int(v["num_instance_masks"]) for v in anno.values())
         return report

@@ -1,6 +1,7 @@
 """Training data layer: multi-object sources, augmentation recipes, the click sampler, the torch Dataset.
 
-Pipeline (protocol.md §C): ``source.get(i, rng) -> TrainSample`` -> `augment_sample` (albumentations
+Pipeline (protocol.md §C): ``source.get(i, rng) -> TrainSample`` (checked for every item before step 1 by
+`require_valid_source`) -> `augment_sample` (albumentations
 recipe) -> ``remove_small_objects`` -> `MultiPointSampler` -> `TrainDataset` item
 ``{'image' (3,H,W), 'points' (48,3) rows (x, y, label), 'mask' (1,H,W)}``.
 """
@@ -22,14 +23,18 @@ from iis.data.train.datasets import (
     SyntheticShapesTrain,
     SyntheticTrain,
     TrainSource,
-    read_rgb,
 )
+from iis.data.train.check import TRAIN_SOURCES, build_train_source, check_train_source, require_valid_source
 from iis.data.train.sample import TrainSample, pack_masks
 from iis.data.train.sampler import MultiPointSampler, SampledTarget, geometric_probs
 from iis.data.train.train_dataset import TrainDataset
 
 __all__ = [
     "AUGMENTATIONS",
+    "TRAIN_SOURCES",
+    "build_train_source",
+    "check_train_source",
+    "require_valid_source",
     "CocoJsonTrain",
     "CocoLvis",
     "FolderTrain",
@@ -47,7 +52,6 @@ __all__ = [
     "cocolvis_augment",
     "geometric_probs",
     "pack_masks",
-    "read_rgb",
     "sbd_augment",
     "val_augment",
 ]

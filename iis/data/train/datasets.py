@@ -3,35 +3,33 @@
 A source is indexable (``len``, ``get(index, rng)``); the random draws some sources need (C+L stuff) come
 from the caller's generator. A source may expose ``sample_probs`` (one probability per index) to make
 `TrainDataset` redraw indices with those weights (SBD hard-sample weighting, §C.2).
+
+Every file is read through :mod:`iis.data.io` (strict decoding, the reference's values); an item that
+cannot be used raises :class:`iis.core.errors.InvalidSampleError` naming the file, and
+``source.check()`` lists every such item before training starts (:mod:`iis.data.train.check`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import pickle
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
+from iis.core.errors import InvalidSampleError
+from iis.data.folder import DEFAULT_MIN_AREA, FolderEncoding, decode_folder_mask, folder_instance_problem, select_split
+from iis.data.io import DataFileError, decode_mask_bytes, read_image, safe_pickle_load
+from iis.data.readers.base import pair_by_stem, raise_pairing_problems
+from iis.data.readers.splits import read_sbd_instances
 from iis.data.train.sample import TrainSample, pack_masks
 
-__all__ = ["TrainSource", "SBDTrain", "CocoLvis", "FolderTrain", "CocoJsonTrain", "SyntheticTrain", "read_rgb"]
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Reads an image file as ``uint8 (H, W, 3)`` RGB; clear error naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot decode image file {path} (expected a readable JPEG/PNG/...)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+__all__ = ["TrainSource", "SBDTrain", "CocoLvis", "FolderTrain", "CocoJsonTrain", "SyntheticTrain",
+           "SyntheticShapesTrain"]
 
 
 def _need_dir(path: Path, what: str) -> Path:
@@ -40,20 +38,28 @@ def _need_dir(path: Path, what: str) -> Path:
     return path
 
 
+def _require_files(what: str, listed_in: Path, files: list[Path]) -> None:
+    """Dataset level: every file the index lists exists (one line naming the first missing one)."""
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{what}: {len(missing)} file(s) listed in {listed_in} are missing, e.g. {missing[0]}")
+
+
 def _load_pickle(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"file not found: {path}")
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    except Exception as e:  # corrupt or truncated pickle
-        raise ValueError(f"cannot unpickle {path}: {e}") from e
+    return safe_pickle_load(path)
 
 
 class TrainSource:
-    """Base class: ``len(source)`` items, ``source.get(index, rng) -> TrainSample``."""
+    """Base class: ``len(source)`` items, ``source.get(index, rng) -> TrainSample``.
+
+    ``get`` raises :class:`InvalidSampleError` (one line naming the file) for an item that cannot be
+    used; :meth:`check` runs every item and lists those lines.
+    """
 
     sample_probs: np.ndarray | None = None
+    reads_files: bool = True  # False: generated data, nothing to check
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -65,6 +71,27 @@ class TrainSource:
         if not 0 <= index < len(self):
             raise IndexError(f"{type(self).__name__}: index {index} out of range [0, {len(self)})")
         return self.get(index, np.random.default_rng(index))
+
+    def check_item(self, index: int) -> str | None:
+        """Why item ``index`` cannot be used (one line), or None; decodes its files."""
+        try:
+            self.get(index, np.random.default_rng(index))
+        except (ValueError, OSError) as e:  # InvalidSampleError / DataFileError, or a file gone since listing
+            return str(e)
+        return None
+
+    def check(self, workers: int | None = None) -> list[str]:
+        """One line per item that training would refuse (decodes everything; threads, as decoding
+        releases the GIL). Empty when every item is fine."""
+        if not self.reads_files or len(self) == 0:
+            return []
+        workers = workers or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max(1, workers)) as ex:
+            return [p for p in ex.map(self.check_item, range(len(self))) if p]
+
+    def check_key(self) -> list[Any] | None:
+        """What a successful check depends on (options and files), to remember it; None: never cached."""
+        return None
 
 
 class SBDTrain(TrainSource):
@@ -92,9 +119,12 @@ class SBDTrain(TrainSource):
         split_file = self.root / f"{split}.txt"
         if not split_file.is_file():
             raise FileNotFoundError(f"SBDTrain: split file not found: {split_file} (split={split!r})")
+        self.split_file = split_file
         self.names = [ln.strip() for ln in split_file.read_text().splitlines() if ln.strip()]
         self.images_dir = _need_dir(self.root / "img", "SBDTrain images")
         self.inst_dir = _need_dir(self.root / "inst", "SBDTrain instance masks")
+        _require_files("SBDTrain", split_file, [d / f"{n}{ext}" for n in self.names
+                                                for d, ext in ((self.images_dir, ".jpg"), (self.inst_dir, ".mat"))])
         self.buggy_mask_thresh = buggy_mask_thresh
         self._buggy: dict[int, list[int]] = {}
         if samples_weights is not None:
@@ -121,17 +151,7 @@ class SBDTrain(TrainSource):
 
     def load_instances(self, index: int) -> np.ndarray:
         """``int32 (H, W)`` instance map of image ``index`` with buggy masks erased."""
-        path = self.inst_dir / f"{self.names[index]}.mat"
-        if not path.is_file():
-            raise FileNotFoundError(f"SBDTrain: instance file not found: {path}")
-        from scipy.io import loadmat
-
-        try:
-            inst = np.asarray(loadmat(str(path))["GTinst"][0][0][0]).astype(np.int32)
-        except Exception as e:
-            raise ValueError(f"SBDTrain: cannot read GTinst.Segmentation from {path}: {e}") from e
-        if inst.ndim != 2:
-            raise ValueError(f"SBDTrain: {path}: expected a 2-D instance map, got shape {inst.shape}")
+        inst = read_sbd_instances(self.inst_dir / f"{self.names[index]}.mat")
         if self.buggy_mask_thresh > 0:
             if index not in self._buggy:
                 self._buggy[index] = self._find_buggy(inst)
@@ -151,11 +171,21 @@ class SBDTrain(TrainSource):
         return buggy
 
     def get(self, index: int, rng: np.random.Generator) -> TrainSample:
-        image = read_rgb(self.images_dir / f"{self.names[index]}.jpg")
-        inst = self.load_instances(index)
+        name = self.names[index]
+        try:
+            image = read_image(self.images_dir / f"{name}.jpg")
+            inst = self.load_instances(index)
+        except DataFileError as e:
+            raise InvalidSampleError(name, str(e)) from None
         if inst.shape != image.shape[:2]:
-            raise ValueError(f"SBDTrain: {self.names[index]}: mask {inst.shape} and image {image.shape[:2]} differ")
-        return TrainSample.from_instance_map(image, inst, id=self.names[index])
+            raise InvalidSampleError(name, f"SBD instance map {self.inst_dir / name}.mat is {inst.shape} but image "
+                                           f"{self.images_dir / name}.jpg is {image.shape[:2]}")
+        return TrainSample.from_instance_map(image, inst, id=name)
+
+    def check_key(self) -> list[Any] | None:
+        files = [self.split_file]
+        files += [d / f"{n}{ext}" for n in self.names for d, ext in ((self.images_dir, ".jpg"), (self.inst_dir, ".mat"))]
+        return ["SBDTrain", self.names, files]
 
 
 class CocoLvis(TrainSource):
@@ -176,27 +206,34 @@ class CocoLvis(TrainSource):
         self.split_dir = _need_dir(Path(root) / split, f"CocoLvis split {split!r}")
         self.images_dir = _need_dir(self.split_dir / "images", "CocoLvis images")
         self.masks_dir = _need_dir(self.split_dir / "masks", "CocoLvis masks")
-        anno = _load_pickle(self.split_dir / anno_file)
+        self.anno_path = self.split_dir / anno_file
+        anno = _load_pickle(self.anno_path)
         if not isinstance(anno, dict):
             raise ValueError(f"{self.split_dir / anno_file}: expected a dict image_id -> annotation, got {type(anno)}")
         self.samples = sorted(anno.items())
         self.stuff_prob = stuff_prob
+        _require_files("CocoLvis", self.anno_path, [d / f"{i}{ext}" for i, _ in self.samples
+                                                    for d, ext in ((self.images_dir, ".jpg"), (self.masks_dir, ".pickle"))])
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def get(self, index: int, rng: np.random.Generator) -> TrainSample:
         image_id, info = self.samples[index]
-        image = read_rgb(self.images_dir / f"{image_id}.jpg")
         path = self.masks_dir / f"{image_id}.pickle"
         try:
+            image = read_image(self.images_dir / f"{image_id}.jpg")
             encoded, mapping = _load_pickle(path)
-            layers = [cv2.imdecode(np.frombuffer(bytes(x), np.uint8), cv2.IMREAD_UNCHANGED) for x in encoded]
+            layers = [decode_mask_bytes(bytes(x), path, "mask layer in").values for x in encoded]
             n_inst, hierarchy = int(info["num_instance_masks"]), info["hierarchy"]
+        except (DataFileError, FileNotFoundError) as e:
+            raise InvalidSampleError(str(image_id), str(e)) from None
         except (TypeError, ValueError, KeyError) as e:
-            raise ValueError(f"CocoLvis {image_id}: malformed masks file {path} or annotation: {e}") from e
-        if any(x is None or x.shape != image.shape[:2] for x in layers):
-            raise ValueError(f"CocoLvis: {path}: a layer failed to decode or does not match image {image.shape[:2]}")
+            raise InvalidSampleError(str(image_id), f"CocoLvis: malformed masks file {path} or annotation: "
+                                                    f"{type(e).__name__}: {e}") from None
+        if any(x.ndim != 2 or x.shape != image.shape[:2] for x in layers):
+            raise InvalidSampleError(str(image_id), f"CocoLvis: {path}: a mask layer is not a single-channel map of "
+                                                    f"the image's size {image.shape[:2]}")
 
         parents: dict[int, int | None] = {}
         for idx, node in hierarchy.items():
@@ -216,74 +253,76 @@ class CocoLvis(TrainSource):
             out[..., li] = lut[layer]
         return TrainSample(image, out, parents, id=str(image_id))
 
-
-def _read_mask(path: Path) -> np.ndarray:
-    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if m is None:
-        raise ValueError(f"cannot decode mask file {path}")
-    if m.ndim == 3:
-        if m.shape[2] == 4:
-            m = m[..., 3]  # RGBA: use the alpha channel
-        elif (m == m[..., :1]).all():
-            m = m[..., 0]
-        else:
-            raise ValueError(f"mask file {path}: expected a single-channel (or gray RGB) mask, got colour data")
-    return m
+    def check_key(self) -> list[Any] | None:
+        files = [self.anno_path]
+        files += [d / f"{i}{ext}" for i, _ in self.samples for d, ext in ((self.images_dir, ".jpg"),
+                                                                           (self.masks_dir, ".pickle"))]
+        return ["CocoLvis", self.stuff_prob > 0, files]
 
 
 class FolderTrain(TrainSource):
-    """``root/images/*`` + ``root/masks/*``, matched by file stem.
+    """Your own data: ``root/images/*`` + ``root/masks/*`` matched by file stem (``iis/data/README.md``).
+
+    Masks are decoded by the same :class:`iis.data.folder.FolderEncoding` as the evaluation ``folder``
+    reader, so one folder trains and evaluates with the same objects.
 
     Args:
-        mask_mode: ``'binary'`` (one object: value > 127, or > 0 for {0, 1} masks; alpha mattes too),
-            ``'instance'`` (each non-zero value is an instance; 8- or 16-bit PNG) or ``'auto'`` (binary when
-            the values are within {0, 1} or {0, 255}, instance otherwise).
-        ignore_value: mask value marking ignore pixels (e.g. 255 for VOC-style maps), or None.
+        root: the folder.
+        images, masks: sub-folder names.
+        mode: ``'binary'`` (one object, value > threshold) or ``'instances'`` (one object per non-zero
+            value, or per 4-connected component with ``components=True``).
+        threshold: binary: object = value > threshold; None = 127, or 0 for masks holding only 0/1.
+        ignore_value: stored value marking ignore pixels (target -1, never clicked), or None.
+        min_area: an object with fewer pixels is an error (0 accepts any size).
+        components: instances: split each value into 4-connected components.
+        allow_empty: accept masks without any object (background-only samples); default: an error.
+        split, val_fraction, split_seed, files: which pairs to use (:func:`iis.data.folder.select_split`);
+            with ``val_fraction > 0`` the default split is ``'train'``, and the evaluation reader
+            ``get_dataset('folder', root, val_fraction=..., split_seed=...)`` takes the rest.
     """
 
-    def __init__(self, root: str | Path, images: str = "images", masks: str = "masks", mask_mode: str = "auto",
-                 ignore_value: int | None = None) -> None:
-        if mask_mode not in ("auto", "binary", "instance"):
-            raise ValueError(f"mask_mode: expected 'auto', 'binary' or 'instance', got {mask_mode!r}")
-        root = Path(root)
-        img_dir, mask_dir = _need_dir(root / images, "FolderTrain images"), _need_dir(root / masks, "FolderTrain masks")
-        masks_by_stem = {p.stem: p for p in sorted(mask_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
-        self.items = []
-        missing = []
-        for p in sorted(img_dir.iterdir()):
-            if p.suffix.lower() not in IMAGE_EXTS:
-                continue
-            if p.stem in masks_by_stem:
-                self.items.append((p, masks_by_stem[p.stem]))
-            else:
-                missing.append(p.name)
-        if missing:
-            raise FileNotFoundError(f"FolderTrain: no mask in {mask_dir} for {len(missing)} image(s): {missing[:3]}")
-        if not self.items:
-            raise FileNotFoundError(f"FolderTrain: no images ({'/'.join(IMAGE_EXTS)}) in {img_dir}")
-        self.mask_mode, self.ignore_value = mask_mode, ignore_value
+    def __init__(self, root: str | Path, images: str = "images", masks: str = "masks", mode: str = "binary",
+                 threshold: int | None = None, ignore_value: int | None = None, min_area: int = DEFAULT_MIN_AREA,
+                 components: bool = False, allow_empty: bool = False, split: str | None = None,
+                 val_fraction: float = 0.0, split_seed: int = 0, files: Sequence[str] | None = None) -> None:
+        self.encoding = FolderEncoding(mode, threshold, ignore_value, min_area, components)
+        self.root = _need_dir(Path(root), "FolderTrain root")
+        img_dir = _need_dir(self.root / images, "FolderTrain images")
+        mask_dir = _need_dir(self.root / masks, "FolderTrain masks")
+        pairs, problems = pair_by_stem(img_dir, mask_dir)
+        raise_pairing_problems("FolderTrain", problems)
+        if not pairs:
+            raise FileNotFoundError(f"FolderTrain: no image/mask pairs in {img_dir} and {mask_dir}")
+        self.pairs = select_split(pairs, lambda p: p.stem, split, val_fraction, split_seed, default="train",
+                                  files=files, what="FolderTrain")
+        self.items = [(p.image, p.mask) for p in self.pairs]
+        self.allow_empty = allow_empty
+        self._split = (split, val_fraction, split_seed)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.pairs)
 
     def get(self, index: int, rng: np.random.Generator) -> TrainSample:
-        img_path, mask_path = self.items[index]
-        image, m = read_rgb(img_path), _read_mask(mask_path)
-        if m.shape != image.shape[:2]:
-            raise ValueError(f"FolderTrain: mask {mask_path} is {m.shape}, image {img_path} is {image.shape[:2]}")
-        ignore = None
-        if self.ignore_value is not None:
-            ignore = m == self.ignore_value
-            m = np.where(ignore, 0, m)
-        values = set(np.unique(m).tolist())
-        mode = self.mask_mode
-        if mode == "auto":
-            mode = "binary" if values <= {0, 1} or values <= {0, 255} else "instance"
-        if mode == "binary":
-            inst = (m > (0 if values <= {0, 1} else 127)).astype(np.int32)
-        else:
-            inst = m.astype(np.int32)
-        return TrainSample.from_instance_map(image, inst, ignore, id=img_path.stem)
+        pair = self.pairs[index]
+        try:
+            image = read_image(pair.image)
+            labels = decode_folder_mask(pair.mask, self.encoding, empty_ok=self.allow_empty)
+        except DataFileError as e:
+            raise InvalidSampleError(pair.stem, str(e)) from None
+        if labels.shape != image.shape[:2]:
+            raise InvalidSampleError(pair.stem, f"mask {pair.mask} is {labels.shape[0]}x{labels.shape[1]} (HxW) but "
+                                                f"image {pair.image} is {image.shape[0]}x{image.shape[1]}")
+        binary = self.encoding.mode == "binary"
+        for key in np.unique(labels[labels > 0]):
+            why = folder_instance_problem(labels, int(key), self.encoding, pair.mask, binary)
+            if why:
+                raise InvalidSampleError(pair.stem, why)
+        ignore = labels == -1
+        return TrainSample.from_instance_map(image, np.maximum(labels, 0), ignore if ignore.any() else None,
+                                             id=pair.stem)
+
+    def check_key(self) -> list[Any] | None:
+        return ["FolderTrain", self.encoding.to_dict(), self.allow_empty, [f for p in self.pairs for f in (p.image, p.mask)]]
 
 
 class CocoJsonTrain(TrainSource):
@@ -326,11 +365,14 @@ class CocoJsonTrain(TrainSource):
 
     def get(self, index: int, rng: np.random.Generator) -> TrainSample:
         info = self.coco.imgs[self.image_ids[index]]
-        image = read_rgb(self.images_dir / info["file_name"])
+        try:
+            image = read_image(self.images_dir / info["file_name"])
+        except DataFileError as e:
+            raise InvalidSampleError(Path(info["file_name"]).stem, str(e)) from None
         h, w = image.shape[:2]
         if (info.get("height", h), info.get("width", w)) != (h, w):
-            raise ValueError(f"CocoJsonTrain: {info['file_name']} is {h}x{w} but the json says "
-                             f"{info.get('height')}x{info.get('width')}")
+            raise InvalidSampleError(Path(info["file_name"]).stem, f"CocoJsonTrain: {self.images_dir / info['file_name']} "
+                                     f"is {h}x{w} but the json says {info.get('height')}x{info.get('width')}")
         masks, ignore = [], np.zeros((h, w), bool)
         for ann in self.coco.imgToAnns.get(info["id"], []):
             if not self._usable(ann):
@@ -338,7 +380,8 @@ class CocoJsonTrain(TrainSource):
             try:
                 m = self.coco.annToMask(ann).astype(bool)
             except Exception as e:
-                raise ValueError(f"CocoJsonTrain: bad segmentation in annotation {ann.get('id')}: {e}") from e
+                raise InvalidSampleError(Path(info["file_name"]).stem, f"CocoJsonTrain: bad segmentation in annotation "
+                                         f"{ann.get('id')}: {e}") from None
             if ann.get("iscrowd", 0) and self.crowd == "ignore":
                 ignore |= m
             elif m.any():
@@ -361,6 +404,8 @@ class SyntheticTrain(TrainSource):
         seed: generation seed.
         max_objects: up to this many shapes (later shapes occlude earlier ones).
     """
+
+    reads_files = False
 
     def __init__(self, n: int = 1000, size: int | tuple[int, int] = 96, seed: int = 0, max_objects: int = 4) -> None:
         if n < 1 or max_objects < 1:
@@ -425,6 +470,8 @@ class SyntheticShapesTrain(TrainSource):
     shape over a smooth background with unlabelled distractors. The quickstart trains on it, so the
     NoC it reports measures generalisation to unseen images of the same kind.
     """
+
+    reads_files = False
 
     def __init__(self, n: int = 1000, size: int | tuple[int, int] = 96, seed: int = 0) -> None:
         from iis.data.synthetic import SyntheticDataset
