@@ -27,3 +27,6 @@ class InvalidSampleError(IISError):
         super().__init__(f"{sample_id}: {reason}")
         self.sample_id = sample_id
         self.reason = reason
+
+    def __reduce__(self):  # survive pickling (DataLoader workers, multiprocessing ranks)
+        return type(self), (self.sample_id, self.reason)
