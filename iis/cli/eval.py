@@ -151,6 +151,12 @@ def _method_kwargs(args) -> dict[str, Any]:
     return kw
 
 
+def _build(args):
+    from ..eval.loading import build_method
+
+    return build_method(args.method, ckpt=args.ckpt, weights=args.weights, kwargs=_method_kwargs(args))
+
+
 def _check_args(args) -> None:
     """Refuse options that cannot apply, before anything is built or written."""
     from ..core.protocol import get_protocol
@@ -211,12 +217,11 @@ def _run(args) -> int:
     from ..data import get_dataset
     from ..eval.identity import method_identity
     from ..eval.io import atomic_write_json, atomic_write_text, exclusive_lock, provenance
-    from ..eval.loading import build_method
     from ..eval.report import overlay, plot_miou, results_table
     from ..eval.runner import evaluate_step
 
     _check_args(args)
-    kw = _method_kwargs(args)
+    _method_kwargs(args)  # refuse bad --method-arg before the datasets are opened
     names = [d.strip() for d in args.datasets.split(",") if d.strip()]
     if not names:
         raise IISError(f"--datasets {args.datasets!r}: expected comma-separated dataset names")
@@ -226,7 +231,7 @@ def _run(args) -> int:
     for ds in datasets:
         if len(ds) == 0:
             raise IISError(f"dataset {ds.name}: no instances found in {getattr(ds, 'root', '?')}")
-    built = build_method(args.method, ckpt=args.ckpt, weights=args.weights, kwargs=kw)
+    built = _build(args)
     desc, note = built.desc, built.note
     base = get_protocol(args.protocol or built.default_protocol).with_options(
         max_clicks=args.max_clicks, target_iou=1.01 if args.iou_analysis else args.target_iou,

@@ -64,8 +64,16 @@ def _reads(node: ast.AST, tracked: set[str]) -> bool:
     return any(isinstance(n, ast.Name) and n.id in tracked for n in ast.walk(node))
 
 
-def builder_keywords(fn: Callable[..., Any], _depth: int = 0) -> tuple[set[str], bool]:
-    """Keyword names that ``fn`` accepts, following ``**kwargs`` into what it forwards them to.
+def _annotation(p: inspect.Parameter) -> str | None:
+    a = p.annotation
+    if a is p.empty:
+        return None
+    return a if isinstance(a, str) else getattr(a, "__name__", str(a))
+
+
+def builder_keywords(fn: Callable[..., Any], _depth: int = 0) -> tuple[dict[str, str | None], bool]:
+    """Keyword names that ``fn`` accepts (with their annotation text), following ``**kwargs`` into the
+    functions and classes it forwards them to, read from the source.
 
     Returns ``(names, complete)``; ``complete`` is False when some of the ``**kwargs`` go where the
     source cannot tell (a class picked from a table at run time, a C function...).
@@ -75,9 +83,9 @@ def builder_keywords(fn: Callable[..., Any], _depth: int = 0) -> tuple[set[str],
     try:
         sig = inspect.signature(target)
     except (TypeError, ValueError):
-        return set(), False
+        return {}, False
     params = [p for p in sig.parameters.values() if not (is_cls and p.name == "self")]
-    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    names = {p.name: _annotation(p) for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     var = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
     if var is None:
         return names, True
@@ -107,7 +115,7 @@ def builder_keywords(fn: Callable[..., Any], _depth: int = 0) -> tuple[set[str],
         f = node.func
         if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in tracked
                 and f.attr in ("pop", "get", "setdefault") and node.args and isinstance(node.args[0], ast.Constant)):
-            names.add(str(node.args[0].value))  # a key the builder reads itself
+            names.setdefault(str(node.args[0].value), None)  # a key the builder reads itself
             continue
         if not any(k.arg is None and _reads(k.value, tracked) for k in node.keywords):
             continue
@@ -122,7 +130,10 @@ def builder_keywords(fn: Callable[..., Any], _depth: int = 0) -> tuple[set[str],
             cps = [p.name for p in inspect.signature(callee).parameters.values()]
         except (TypeError, ValueError):
             cps = []
-        names |= sub - set(cps[:len(node.args)]) - {k.arg for k in node.keywords if k.arg}
+        bound = set(cps[:len(node.args)]) | {k.arg for k in node.keywords if k.arg}
+        for k, a in sub.items():
+            if k not in bound:
+                names.setdefault(k, a)
     return names, complete and forwarded
 
 
@@ -136,8 +147,24 @@ def _accepted(name: str, fn: Callable[..., Any]) -> str:
                                                                          "see the method's README)")
 
 
+_SIMPLE = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}
+
+
+def _type_ok(value: Any, annotation: str | None) -> bool:
+    """Whether ``value`` fits a simple annotation (``int``, ``float | None``...); other annotations pass."""
+    if annotation is None:
+        return True
+    parts = [a.strip() for a in annotation.replace("Optional[", "").rstrip("]").split("|")]
+    if not all(a in _SIMPLE for a in parts):
+        return True
+    if isinstance(value, bool) and "bool" not in parts:
+        return False  # True is an int to Python, not to the user
+    return any(isinstance(value, _SIMPLE[a]) for a in parts)
+
+
 def check_kwargs(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """Refuse keys ``fn`` (a registry builder) cannot take, before building, when its source tells.
+    """Refuse keys ``fn`` (a registry builder) cannot take, and values of the wrong simple type, before
+    building, where its source tells.
 
     Raises:
         IISError: ``--method-arg KEY: NAME does not take it; accepted keys of NAME: ...``.
@@ -146,6 +173,9 @@ def check_kwargs(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> N
     bad = sorted(k for k in kwargs if k not in names)
     if complete and bad:
         raise IISError(f"--method-arg {bad[0]}: {name} does not take it; {_accepted(name, fn)}")
+    for k, v in kwargs.items():
+        if not _type_ok(v, names.get(k)):
+            raise IISError(f"--method-arg {k}={v!r}: {name} expects {names[k]}")
 
 
 def _create(name: str, fn: Callable[..., Any], create: Callable[..., Any], kw: dict[str, Any]) -> Any:
