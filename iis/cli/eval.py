@@ -5,6 +5,11 @@ Examples::
     iis-eval --method random_walker --datasets grabcut,berkeley --data-root ../shared/data
     iis-eval --ckpt runs/train/quickstart/checkpoints/last.ckpt --datasets synthetic
     iis-eval --method m2n2 --method-arg sd2_path=/models/stable-diffusion-2 --datasets davis
+
+Bad input (an argument out of range or that does not apply to the method, a file of the wrong kind,
+an invalid dataset instance without ``--skip-invalid``, an ``--out`` in use or holding results of
+something else) prints one line ``iis-eval: error: ...`` and exits 2, before anything is written
+where possible.
 """
 
 from __future__ import annotations
@@ -15,14 +20,42 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-__all__ = ["main", "build_parser"]
+from ..core.errors import IISError, InvalidSampleError
+
+__all__ = ["main", "build_parser", "PATH_OPTIONS"]
+
+# M2N2 model folders, and the methods whose attention source can use them (iis/methods/m2n2/predictor.py:
+# m2n2_affinity/m2n2_effnet are weight-free, m2n2_dinov2 is fixed to DINOv2); elsewhere they would be ignored.
+PATH_OPTIONS: dict[str, tuple[str, ...]] = {
+    "sd2_path": ("m2n2", "attention_nn", "kl_nn", "m2n2_no_floodfill"),
+    "dinov2_path": ("m2n2", "m2n2_dinov2", "attention_nn", "kl_nn", "m2n2_no_floodfill"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block (the usage is in --help)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _ranged(kind: Callable[[str], Any], ok: Callable[[Any], bool], expect: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expect}, got {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {expect}, got {text}")
+        return v
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="iis-eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="iis-eval", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--method", help="registered method or model name (see --list)")
     src.add_argument("--ckpt", help="checkpoint written by iis-train (model + protocol are read from it)")
@@ -31,17 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=os.environ.get("IIS_DATA_ROOT"),
                    help="folder holding GrabCut/, Berkeley/, DAVIS/, ... (default: $IIS_DATA_ROOT)")
     p.add_argument("--protocol", help="preset: ritm, simpleclick, gpcis, m2n2, plain (default: the method's own)")
-    p.add_argument("--max-clicks", type=int, help="clicks per instance (default 20)")
-    p.add_argument("--target-iou", type=float, help="early-stop IoU (default 0.90)")
-    p.add_argument("--thresh", type=float, help="probability threshold (default: the protocol's)")
-    p.add_argument("--no-flip", action="store_true", help="disable flip TTA")
+    p.add_argument("--max-clicks", type=_ranged(int, lambda v: v >= 1, "an integer >= 1"),
+                   help="clicks per instance (default 20)")
+    p.add_argument("--target-iou", type=_ranged(float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+                   help="early-stop IoU (default 0.90); see --iou-analysis for no early stop")
+    p.add_argument("--thresh", type=_ranged(float, lambda v: 0 < v < 1, "a number in (0, 1)"),
+                   help="probability threshold (default: the protocol's)")
+    p.add_argument("--no-flip", action="store_true", help="disable flip TTA (models only)")
     p.add_argument("--iou-analysis", action="store_true", help="no early stop: all clicks, mIoU@k curve, NoC@95")
-    p.add_argument("--limit", type=int, help="evaluate only the first N instances of each dataset")
+    p.add_argument("--limit", type=_ranged(int, lambda v: v >= 1, "an integer >= 1"),
+                   help="evaluate only the first N instances of each dataset")
     p.add_argument("--out", help="output folder (default: runs/eval/<method>_<protocol>)")
     p.add_argument("--overwrite", action="store_true", help="discard instances already written in --out")
-    p.add_argument("--vis", type=int, default=0, metavar="N", help="write overlays of the first N instances")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="record instances the reader refuses (empty object, bad mask values, corrupt image) as "
+                        "skipped, listed in the table and results.json, instead of stopping")
+    p.add_argument("--vis", type=_ranged(int, lambda v: v >= 0, "an integer >= 0"), default=0, metavar="N",
+                   help="write overlays of the first N instances")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:i")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast dtype of a model (default fp32)")
     p.add_argument("--weights", help="state dict to load into --method MODEL (e.g. converted weights)")
     p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for the method/model builder (repeatable)")
@@ -54,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _parse_kv(items: Sequence[str]) -> dict[str, Any]:
     out = {}
     for it in items:
-        if "=" not in it:
-            raise SystemExit(f"iis-eval: --method-arg {it!r}: expected KEY=VALUE")
-        k, v = it.split("=", 1)
+        k, sep, v = it.partition("=")
+        if not sep or not k.isidentifier():
+            raise IISError(f"--method-arg {it!r}: expected KEY=VALUE with KEY a Python identifier")
+        if k in out:
+            raise IISError(f"--method-arg {k}: given twice")
         try:
             out[k] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
@@ -77,25 +120,93 @@ def _print_list() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a bad argument (2, its one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     if args.list:
         return _print_list()
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError) as e:
+    except InvalidSampleError as e:
+        print(f"iis-eval: error: {e} (pass --skip-invalid to record such instances as skipped)", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:  # IISError is a ValueError; OSError: a file or folder the user named
         print(f"iis-eval: error: {e}", file=sys.stderr)
         return 2
+
+
+def _method_kwargs(args) -> dict[str, Any]:
+    kw = _parse_kv(args.method_arg)
+    for key, val in (("sd2_path", args.sd2_path), ("dinov2_path", args.dinov2_path)):
+        if val:
+            if key in kw:
+                raise IISError(f"--{key.replace('_', '-')}: also given as --method-arg {key}")
+            kw[key] = val
+    for key, methods in PATH_OPTIONS.items():
+        if key in kw and args.method not in methods:
+            opt = f"--{key.replace('_', '-')}" if getattr(args, key) else f"--method-arg {key}"
+            raise IISError(f"{opt}: {args.method or 'a --ckpt'} does not use it (only {', '.join(methods)})")
+    return kw
 
 
 def _build(args):
     from ..eval.loading import build_method
 
-    kw = _parse_kv(args.method_arg)
-    if args.sd2_path:
-        kw["sd2_path"] = args.sd2_path
-    if args.dinov2_path:
-        kw["dinov2_path"] = args.dinov2_path
-    return build_method(args.method, ckpt=args.ckpt, weights=args.weights, kwargs=kw)
+    return build_method(args.method, ckpt=args.ckpt, weights=args.weights, kwargs=_method_kwargs(args))
+
+
+def _check_args(args) -> None:
+    """Refuse options that cannot apply, before anything is built or written."""
+    from ..core.protocol import get_protocol
+    from ..models.registry import list_predictors
+
+    if args.iou_analysis and args.target_iou is not None:
+        raise IISError("--target-iou: has no effect with --iou-analysis (no early stop); pass one of them")
+    if args.method in list_predictors():  # training-free: no network, no weights, no model transforms
+        for opt, given in (("--weights", args.weights), ("--precision", args.precision),
+                           ("--no-flip", args.no_flip)):
+            if given:
+                raise IISError(f"{opt}: {args.method} is a training-free method; {opt} applies to models only")
+        if args.protocol:
+            p = get_protocol(args.protocol)
+            used = [n for n, on in (("flip TTA", p.flip), ("zoom-in", p.zoom_in), ("infer_size", p.infer_size)) if on]
+            if used:
+                raise IISError(f"--protocol {args.protocol}: its {', '.join(used)} apply to models only, not to "
+                               f"the training-free {args.method}; use plain or m2n2")
+    _check_device(args.device)
+    if args.out:
+        _check_out(Path(args.out))
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise IISError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise IISError(f"--device {device}: no CUDA GPU is visible to torch here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise IISError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise IISError(f"--device {device}: MPS is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise IISError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+
+
+def _check_out(out: Path) -> None:
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise IISError(f"--out {out}: {p} exists and is not a folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise IISError(f"--out {out}: folder {p} is not writable")
+            return
 
 
 def _run(args) -> int:
@@ -104,51 +215,75 @@ def _run(args) -> int:
 
     from ..core.protocol import get_protocol
     from ..data import get_dataset
-    from ..eval.io import atomic_write_json, provenance
+    from ..eval.identity import method_identity
+    from ..eval.io import atomic_write_json, atomic_write_text, exclusive_lock, provenance
     from ..eval.report import overlay, plot_miou, results_table
     from ..eval.runner import evaluate_step
 
+    _check_args(args)
+    _method_kwargs(args)  # refuse bad --method-arg before the datasets are opened
     names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    if not names:
+        raise IISError(f"--datasets {args.datasets!r}: expected comma-separated dataset names")
+    if len(set(n.lower() for n in names)) < len(names):
+        raise IISError(f"--datasets {args.datasets}: a dataset is named twice")
     datasets = [get_dataset(n, args.data_root) for n in names]  # fail fast on a bad name/folder
+    for ds in datasets:
+        if len(ds) == 0:
+            raise IISError(f"dataset {ds.name}: no instances found in {getattr(ds, 'root', '?')}")
     built = _build(args)
     desc, note = built.desc, built.note
     base = get_protocol(args.protocol or built.default_protocol).with_options(
         max_clicks=args.max_clicks, target_iou=1.01 if args.iou_analysis else args.target_iou,
         threshold=args.thresh, flip=False if args.no_flip else None)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    precision = args.precision or "fp32"
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    identity = method_identity(desc, precision)  # hashes the ckpt/weights file once for the whole run
     title = built.title
     out = Path(args.out or Path("runs") / "eval" / f"{title}_{base.name}")
-    results: dict[str, Any] = {**provenance(), "method": desc, "protocol": base.to_dict(),
-                               "argv": sys.argv[1:], "datasets": {}}
+    _check_out(out)
+    results: dict[str, Any] = {**provenance(), "method": desc, "method_identity": identity,
+                               "protocol": base.to_dict(), "argv": args.argv,
+                               "skip_invalid": args.skip_invalid, "datasets": {}}
     summaries = {}
-    for ds in datasets:
-        n = min(len(ds), args.limit) if args.limit else len(ds)
-        bar = tqdm(total=n, desc=ds.name, unit="inst", disable=args.quiet, file=sys.stderr)
-        vis_dir = out / "vis" / ds.name
+    with exclusive_lock(out / ".iis-eval.lock"):
+        for ds in datasets:
+            n = min(len(ds), args.limit) if args.limit else len(ds)
+            bar = tqdm(total=n, desc=ds.name, unit="inst", disable=args.quiet, file=sys.stderr)
+            vis_dir = out / "vis" / ds.name
 
-        def on_instance(i, sample, res, vis_dir=vis_dir):
-            if args.vis and i < args.vis and res.preds:
-                import cv2
+            def on_instance(i, sample, res, vis_dir=vis_dir):
+                if args.vis and i < args.vis and res.preds:
+                    import cv2
 
-                pic = overlay(sample.image, res.preds[-1], res.clicks, sample.gt)
-                vis_dir.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(vis_dir / f"{sample.id.replace('/', '_').replace('#', '_')}.png"), pic[..., ::-1])
+                    pic = overlay(sample.image, res.preds[-1], res.clicks, sample.gt)
+                    vis_dir.mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(vis_dir / f"{sample.id.replace('/', '_').replace('#', '_')}.png"), pic[..., ::-1])
 
-        t0 = time.perf_counter()
-        r = evaluate_step(built.obj, ds, base, device=args.device, dtype=dtype, limit=args.limit, desc=desc,
-                          log_path=out / "instances" / f"{ds.name}.jsonl",
-                          overwrite=args.overwrite, progress=lambda k, bar=bar: bar.update(k - bar.n),
-                          on_instance=on_instance, keep_preds=(lambda i: i < args.vis) if args.vis else None)
-        bar.close()
-        r.summary["run_seconds"] = time.perf_counter() - t0
-        summaries[ds.name] = r.summary
-        results["datasets"][ds.name] = r.to_json()
-        atomic_write_json(out / "results.json", results)  # after each dataset: nothing is lost
-    table = results_table(f"{title} (protocol {base.name})", summaries, note)
-    print(table)
-    (out / "table.txt").write_text(table + "\n")
-    plot_miou(summaries, out / "miou.png", f"{title} - protocol {base.name}")
+            t0 = time.perf_counter()
+            try:
+                r = evaluate_step(built.obj, ds, base, device=args.device, dtype=dtype, limit=args.limit,
+                                  desc=identity, info={"method": desc, "device": args.device},
+                                  log_path=out / "instances" / f"{ds.name}.jsonl", overwrite=args.overwrite,
+                                  skip_invalid=args.skip_invalid, progress=lambda k, bar=bar: bar.update(k - bar.n),
+                                  on_instance=on_instance, keep_preds=(lambda i: i < args.vis) if args.vis else None)
+            except InvalidSampleError as e:
+                raise InvalidSampleError(f"{ds.name} {e.sample_id}", e.reason) from None
+            finally:
+                bar.close()
+            r.summary["run_seconds"] = time.perf_counter() - t0
+            summaries[ds.name] = r.summary
+            results["datasets"][ds.name] = r.to_json()
+            atomic_write_json(out / "results.json", results)  # after each dataset: nothing is lost
+        table = results_table(f"{title} (protocol {base.name})", summaries, note)
+        print(table)
+        atomic_write_text(out / "table.txt", table + "\n")
+        plot_miou(summaries, out / "miou.png", f"{title} - protocol {base.name}")
     print(f"results: {out / 'results.json'}")
+    empty = [name for name, s in summaries.items() if s["num_instances"] == 0]
+    if empty:
+        raise IISError(f"{', '.join(empty)}: every selected instance was skipped as invalid; no numbers to report "
+                       f"(reasons in {out / 'results.json'})")
     return 0
 
 

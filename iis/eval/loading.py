@@ -6,13 +6,20 @@ method name, an iis checkpoint or a weights file mean the same thing everywhere.
 
 from __future__ import annotations
 
+import ast
+import builtins
+import inspect
+import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-__all__ = ["BuiltMethod", "build_method"]
+from ..core.errors import IISError
+
+__all__ = ["BuiltMethod", "build_method", "builder_keywords", "check_kwargs"]
 
 RANDOM_INIT_NOTE = ("NOTE: randomly initialised weights (no --ckpt/--weights): numbers are for smoke runs and "
                     "timing only")
@@ -44,6 +51,170 @@ class BuiltMethod:
         return self.desc.get("method") or self.desc["model"]["name"]
 
 
+def _resolve(node: ast.expr, scope: dict[str, Any]) -> Any:
+    if isinstance(node, ast.Name):
+        return scope.get(node.id, getattr(builtins, node.id, None))
+    if isinstance(node, ast.Attribute):
+        base = _resolve(node.value, scope)
+        return getattr(base, node.attr, None) if base is not None else None
+    return None
+
+
+def _reads(node: ast.AST, tracked: set[str]) -> bool:
+    return any(isinstance(n, ast.Name) and n.id in tracked for n in ast.walk(node))
+
+
+def _annotation(p: inspect.Parameter) -> str | None:
+    a = p.annotation
+    if a is p.empty:
+        return None
+    return a if isinstance(a, str) else getattr(a, "__name__", str(a))
+
+
+def builder_keywords(fn: Callable[..., Any], _depth: int = 0) -> tuple[dict[str, str | None], bool]:
+    """Keyword names that ``fn`` accepts (with their annotation text), following ``**kwargs`` into the
+    functions and classes it forwards them to, read from the source.
+
+    Returns ``(names, complete)``; ``complete`` is False when some of the ``**kwargs`` go where the
+    source cannot tell (a class picked from a table at run time, a C function...).
+    """
+    is_cls = inspect.isclass(fn)
+    target = fn.__init__ if is_cls else fn
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return {}, False
+    params = [p for p in sig.parameters.values() if not (is_cls and p.name == "self")]
+    names = {p.name: _annotation(p) for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    var = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
+    if var is None:
+        return names, True
+    raw = inspect.unwrap(getattr(target, "__func__", target))
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(raw)))
+    except (OSError, TypeError, SyntaxError):
+        return names, False
+    if _depth > 6:
+        return names, False
+    scope = dict(getattr(raw, "__globals__", {}))
+    owner = getattr(target, "__self__", None)
+    if inspect.isclass(owner):
+        scope["cls"] = owner
+    tracked = {var}
+    for _ in range(2):  # names assigned from (or updated with) the kwargs carry part of them along
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and _reads(node.value, tracked):
+                tracked |= {n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "update"
+                    and isinstance(node.func.value, ast.Name) and any(_reads(a, tracked) for a in node.args)):
+                tracked.add(node.func.value.id)
+    complete, forwarded = True, False
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in tracked
+                and f.attr in ("pop", "get", "setdefault") and node.args and isinstance(node.args[0], ast.Constant)):
+            names.setdefault(str(node.args[0].value), None)  # a key the builder reads itself
+            continue
+        if not any(k.arg is None and _reads(k.value, tracked) for k in node.keywords):
+            continue
+        forwarded = True
+        callee = _resolve(f, scope)
+        if callee is None or not callable(callee):
+            complete = False
+            continue
+        sub, ok = builder_keywords(callee, _depth + 1)
+        complete &= ok
+        try:
+            cps = [p.name for p in inspect.signature(callee).parameters.values()]
+        except (TypeError, ValueError):
+            cps = []
+        bound = set(cps[:len(node.args)]) | {k.arg for k in node.keywords if k.arg}
+        for k, a in sub.items():
+            if k not in bound:
+                names.setdefault(k, a)
+    return names, complete and forwarded
+
+
+_UNEXPECTED = re.compile(r"got an unexpected keyword argument '(\w+)'")
+
+
+def _accepted(name: str, fn: Callable[..., Any]) -> str:
+    names, complete = builder_keywords(fn)
+    listed = ", ".join(sorted(names)) or "none"
+    return f"accepted keys of {name}: {listed}" + ("" if complete else " (and those of the classes it builds; "
+                                                                         "see the method's README)")
+
+
+_SIMPLE = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}
+
+
+def _type_ok(value: Any, annotation: str | None) -> bool:
+    """Whether ``value`` fits a simple annotation (``int``, ``float | None``...); other annotations pass."""
+    if annotation is None:
+        return True
+    parts = [a.strip() for a in annotation.replace("Optional[", "").rstrip("]").split("|")]
+    if not all(a in _SIMPLE for a in parts):
+        return True
+    if isinstance(value, bool) and "bool" not in parts:
+        return False  # True is an int to Python, not to the user
+    return any(isinstance(value, _SIMPLE[a]) for a in parts)
+
+
+def check_kwargs(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Refuse keys ``fn`` (a registry builder) cannot take, and values of the wrong simple type, before
+    building, where its source tells.
+
+    Raises:
+        IISError: ``--method-arg KEY: NAME does not take it; accepted keys of NAME: ...``.
+    """
+    names, complete = builder_keywords(fn)
+    bad = sorted(k for k in kwargs if k not in names)
+    if complete and bad:
+        raise IISError(f"--method-arg {bad[0]}: {name} does not take it; {_accepted(name, fn)}")
+    for k, v in kwargs.items():
+        if not _type_ok(v, names.get(k)):
+            raise IISError(f"--method-arg {k}={v!r}: {name} expects {names[k]}")
+
+
+def _create(name: str, fn: Callable[..., Any], create: Callable[..., Any], kw: dict[str, Any]) -> Any:
+    check_kwargs(name, fn, kw)
+    try:
+        return create(name, **kw)
+    except TypeError as e:
+        # a key that passed the static check (or whose target the source could not tell) and was
+        # refused where it arrived: still the user's key, so the user's error; anything else is a bug
+        m = _UNEXPECTED.search(str(e))
+        if not (m and m.group(1) in kw):
+            raise
+        key = m.group(1)
+        if key in builder_keywords(fn)[0]:  # taken by one variant of what the builder forwards to, not this one
+            raise IISError(f"--method-arg {key}: {name} does not take it ({e})") from None
+        raise IISError(f"--method-arg {key}: {name} does not take it; {_accepted(name, fn)}") from None
+
+
+def _load_weights(model: torch.nn.Module, weights: str | Path, name: str) -> None:
+    from .checkpoint import clean_state_dict, load_fitting
+
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"--weights {path}: no such file")
+    try:
+        # weights_only: loading a file never runs code from it
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every unpickling failure means the same thing to the user
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise IISError(f"--weights {path}: not a torch state dict file saved with torch.save (torch.load: "
+                       f"{e.__class__.__name__}: {first})") from None
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise IISError(f"--weights {path}: expected a state dict (a mapping of names to tensors), "
+                       f"got {type(sd).__name__}")
+    load_fitting(model, clean_state_dict(sd), f"--weights {path}", name)
+
+
 def build_method(method: str | None = None, *, ckpt: str | Path | None = None, weights: str | Path | None = None,
                  kwargs: dict[str, Any] | None = None) -> BuiltMethod:
     """Build a training-free method, a registered model (optionally with ``weights``) or a checkpoint.
@@ -55,24 +226,32 @@ def build_method(method: str | None = None, *, ckpt: str | Path | None = None, w
         kwargs: keyword arguments of the method/model builder.
     """
     from ..models.registry import create_model, create_predictor, list_models, list_predictors
-    from .checkpoint import clean_state_dict, load_checkpoint_model
+    from .checkpoint import load_checkpoint_model
 
     kw = dict(kwargs or {})
     if ckpt is not None:
+        if kw:
+            raise IISError(f"--method-arg {next(iter(kw))}: a --ckpt carries its model's arguments; "
+                           "pass none")
+        if weights:
+            raise IISError("--weights: a --ckpt carries its weights; pass one of them")
         model, meta = load_checkpoint_model(ckpt)
         desc = {"ckpt": str(Path(ckpt).resolve()), "model": meta["model"]}
         return BuiltMethod(model, desc, meta.get("protocol", getattr(model, "default_protocol", "ritm")))
     if method is None:
         raise ValueError("method: give a method/model name or a checkpoint")
+    from ..models.registry import model_entry, predictor_entry
+
     if method in list_predictors():
-        pred = create_predictor(method, **kw)
+        if weights:
+            raise IISError(f"--weights: {method} is a training-free method and takes no weights")
+        pred = _create(method, predictor_entry(method), create_predictor, kw)
         return BuiltMethod(pred, {"method": method, "kwargs": kw}, getattr(pred, "default_protocol", "plain"))
     if method in list_models():
-        model = create_model(method, **kw)
+        model = _create(method, model_entry(method), create_model, kw)
         note = None
         if weights:
-            sd = torch.load(weights, map_location="cpu", weights_only=False)
-            model.load_state_dict(clean_state_dict(sd.get("state_dict", sd) if isinstance(sd, dict) else sd))
+            _load_weights(model, weights, method)
         else:
             note = RANDOM_INIT_NOTE
         desc = {"method": method, "kwargs": kw, "weights": str(weights) if weights else None,

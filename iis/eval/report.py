@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -17,17 +18,39 @@ def _hms(sec: float) -> str:
     return f"{sec // 3600}:{sec % 3600 // 60:02d}:{sec % 60:02d}"
 
 
+def _num(v: Any, fmt: str) -> str:
+    """A table cell; a missing number (None/NaN: no scored instance) is "-"."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return format(v, fmt)
+
+
+def _below_table(name: str, s: Mapping[str, Any]) -> list[str]:
+    out = []
+    sel = s.get("selection") or {}
+    if sel.get("instances") is not None and sel.get("instances") < sel.get("dataset_instances", 0):
+        out.append(f"{name}: first {sel['instances']} of {sel['dataset_instances']} instances (limit)")
+    skipped = s.get("skipped") or []
+    if skipped:
+        shown = "; ".join(f"{x['id']}: {x['reason']}" for x in skipped[:3])
+        more = f"; ... ({len(skipped) - 3} more in results.json)" if len(skipped) > 3 else ""
+        out.append(f"{name}: {len(skipped)} instance(s) skipped as invalid, not counted in N/NoC/NoF/mIoU: "
+                   f"{shown}{more}")
+    return out
+
+
 def results_table(title: str, per_dataset: Mapping[str, Mapping[str, Any]], note: str | None = None) -> str:
     """The RITM table (protocol.md §A.9): NoC@80/85/90, NoF@85/90 (">=20@"), SPC, time.
 
-    The ``>=N@`` header uses the run's max clicks, so a 100-click run prints ``>=100@85%``.
+    The ``>=N@`` header uses the run's max clicks, so a 100-click run prints ``>=100@85%``. Under the
+    table: a ``--limit`` selection and the instances skipped as invalid, per dataset.
     """
     rows = []
     for name, s in per_dataset.items():
         mc = s.get("max_clicks", 20)
         noc, nof = s["noc"], s["nof"]
-        rows.append([name, f"{noc['80']:.2f}", f"{noc['85']:.2f}", f"{noc['90']:.2f}", str(nof["85"]),
-                     str(nof["90"]), f"{s.get('spc', float('nan')):.3f}", _hms(s.get("time", 0.0)),
+        rows.append([name, _num(noc["80"], ".2f"), _num(noc["85"], ".2f"), _num(noc["90"], ".2f"),
+                     str(nof["85"]), str(nof["90"]), _num(s.get("spc"), ".3f"), _hms(s.get("time", 0.0)),
                      str(s["num_instances"])])
         header_mc = mc
     head = ["Dataset", "NoC@80%", "NoC@85%", "NoC@90%", f">={header_mc if rows else 20}@85%",
@@ -39,6 +62,8 @@ def results_table(title: str, per_dataset: Mapping[str, Mapping[str, Any]], note
     if note:
         out.append(note)
     out += [line(head), sep, *(line(r) for r in rows)]
+    for name, s in per_dataset.items():
+        out += _below_table(name, s)
     for name, s in per_dataset.items():
         if s.get("miou"):
             ks = [k for k in (1, 3, 5, 10, 20) if k <= len(s["miou"])]
@@ -54,17 +79,20 @@ def plot_miou(per_dataset: Mapping[str, Mapping[str, Any]], path: str | Path, ti
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
     for name, s in per_dataset.items():
         curve, style, label = s.get("miou"), "-", name
         if curve is None:
             curve, style, label = s.get("miou_early_stopped"), "--", f"{name} (early stop: held at last IoU)"
         if curve:
             ax.plot(range(1, len(curve) + 1), curve, style, marker="o", ms=3, label=label)
+            drawn = True
     ax.set_xlabel("number of clicks")
     ax.set_ylabel("mIoU")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if drawn:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

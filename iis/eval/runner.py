@@ -1,9 +1,19 @@
 """Evaluate a predictor on a dataset under a protocol, resumably.
 
-Per-instance results are appended to ``<out>/<dataset>.jsonl`` (one fsync'ed line each, after a
-header line holding the method and protocol), so an interrupted run resumes from the instances
-already written; the dataset summary is computed from those lines. ``iis-eval`` and the training
-callback both call :func:`evaluate_dataset`, so their numbers come from the same code.
+Per-instance results are appended to ``<out>/instances/<dataset>.jsonl``: a header line holding the
+content identity of what produced them (:mod:`iis.eval.identity`, the protocol and the package
+version), then one fsync'ed line per instance. An interrupted run resumes from the instances already
+written; a stored identity that differs from the current one is refused, naming the field. The log
+keeps every instance ever computed under that identity (a ``--limit`` run never drops the others);
+the returned :class:`DatasetResult` holds the current selection only.
+
+Instance records: ``{"id", "ious", "clicks", "noic", "timing": {"wall", "latency"}}``; everything but
+``timing`` is a deterministic function of the identity, so two runs' records minus ``timing`` are
+byte-identical. An instance whose sample the reader refused (:class:`InvalidSampleError`) is
+``{"id", "skipped": reason}`` when ``skip_invalid`` is set, and is never counted in NoC/NoF/mIoU.
+
+``iis-eval`` and the training callback both call :func:`evaluate_step`, so their numbers come from the
+same code.
 """
 
 from __future__ import annotations
@@ -17,37 +27,69 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..core.errors import IISError, InvalidSampleError
 from ..core.loop import InstanceResult, run_instance
 from ..core.metrics import summarize
 from ..core.predictor import ModelPredictor, Predictor
 from ..core.protocol import EvalProtocol
+from .identity import dataset_identity, first_difference
+from .io import atomic_write_bytes, dumps
 
-__all__ = ["evaluate_dataset", "evaluate_step", "DatasetResult", "summarize_instances"]
+__all__ = ["evaluate_dataset", "evaluate_step", "DatasetResult", "summarize_instances", "LOG_FORMAT",
+           "deterministic_record"]
+
+LOG_FORMAT = 2  # 1: header {"method", "protocol", "dataset"} (names only), "wall"/"latency" in each record
+
+
+def deterministic_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """An instance record without its timings (the part two runs reproduce byte for byte)."""
+    return {k: v for k, v in rec.items() if k != "timing"}
 
 
 @dataclass
 class DatasetResult:
+    """Records of the current selection (scored and skipped), their summary, and the log's size.
+
+    Attributes:
+        instances: per-instance records as in the log (see module docstring), selection order.
+        summary: :func:`summarize_instances` of ``instances`` (+ ``max_clicks``, ``selection``).
+        identity: the header identity (None without a log).
+        log_records: instances held by the log after this run (>= the selection; None without a log).
+    """
+
     name: str
     protocol: EvalProtocol
-    instances: list[dict[str, Any]] = field(default_factory=list)  # InstanceResult.to_json() + "wall"
+    instances: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    identity: dict[str, Any] | None = None
+    log_records: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.summary, "protocol": self.protocol.to_dict(), "instances": self.instances}
+        """The ``results.json`` entry: summary, protocol, identity, scored instances without timings,
+        their timings apart, and the skipped instances (inside the summary)."""
+        scored = [r for r in self.instances if "skipped" not in r]
+        return {**self.summary, "protocol": self.protocol.to_dict(), "identity": self.identity,
+                "log_records": self.log_records,
+                "instances": [deterministic_record(r) for r in scored],
+                "timings": [{"id": r["id"], **r.get("timing", {})} for r in scored]}
 
 
 def summarize_instances(instances: Sequence[dict[str, Any]], protocol: EvalProtocol) -> dict[str, Any]:
-    """Dataset numbers from per-instance records (also used after a DDP gather)."""
-    ious = [r["ious"] for r in instances]
+    """Dataset numbers from per-instance records (also used after a DDP gather); skipped ones are
+    listed, never counted."""
+    scored = [r for r in instances if "skipped" not in r]
+    ious = [r["ious"] for r in scored]
     s = summarize(ious, protocol.max_clicks,
-                  elapsed=float(sum(r.get("wall", 0.0) for r in instances)),
-                  latency=float(sum(r.get("latency", 0.0) for r in instances)))
+                  elapsed=float(sum(r.get("timing", {}).get("wall", 0.0) for r in scored)),
+                  latency=float(sum(r.get("timing", {}).get("latency", 0.0) for r in scored)))
     if protocol.early_stop and protocol.target_iou < 0.95:
         # runs stopped at target_iou never show whether they would reach 0.95 (protocol.md §A.7)
         s["noc"]["95"] = None
         s["nof"]["95"] = None
-    s["noic"] = float(np.mean([r.get("noic", 0) for r in instances])) if instances else float("nan")
+    s["noic"] = float(np.mean([r.get("noic", 0) for r in scored])) if scored else float("nan")
     s["miou_early_stopped"] = _held_curve(ious, protocol.max_clicks) if s["miou"] is None else None
+    s["num_skipped"] = len(instances) - len(scored)
+    s["skipped"] = [{"id": r["id"], "reason": r["skipped"]} for r in instances if "skipped" in r]
     return s
 
 
@@ -59,26 +101,58 @@ def _held_curve(all_ious: Sequence[Sequence[float]], k: int) -> list[float] | No
     return [float(v) for v in arr.mean(0)]
 
 
-def _read_jsonl(path: Path, header: dict[str, Any]) -> list[dict[str, Any]]:
+def _valid_record(rec: Any) -> bool:
+    if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
+        return False
+    if "skipped" in rec:
+        return isinstance(rec["skipped"], str)
+    return isinstance(rec.get("ious"), list) and isinstance(rec.get("clicks"), list)
+
+
+def _read_log(path: Path, identity: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Records of an existing log whose header matches ``identity``, by id.
+
+    A torn last line (no newline: the run was killed while writing it) is dropped, so that instance is
+    redone; any other unreadable line means the file was damaged or edited, and is an error.
+    """
     if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    if not lines:
-        return []
+        return {}
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text:
+        return {}
+    lines = text.split("\n")  # the last item is "" when the file ends with a newline
+    again = "delete it, pass --overwrite or choose another --out"
     try:
-        old = json.loads(lines[0])
+        head = json.loads(lines[0])
     except json.JSONDecodeError:
-        raise ValueError(f"{path}: not an iis instance log (bad header); delete it or pick another --out") from None
-    if old.get("header") != header:
-        raise ValueError(f"{path}: was written with a different method/protocol; pass --overwrite or another --out "
-                         f"(stored: {json.dumps(old.get('header'))[:300]})")
-    out = []
-    for ln in lines[1:]:
+        head = None
+    if not isinstance(head, dict) or not isinstance(head.get("header"), dict):
+        raise IISError(f"{path}:1: not an iis instance log (no header line); {again}")
+    stored = head["header"].get("identity")
+    if not isinstance(stored, dict) or stored.get("format") != LOG_FORMAT:
+        raise IISError(f"{path}: written by an older iis-eval (log format "
+                       f"{(stored or {}).get('format', 1)}, no content identity); {again}")
+    diff = first_difference(stored, identity)
+    if diff:
+        n = sum(1 for ln in lines[1:] if ln.strip())
+        raise IISError(f"{path}: resume refused, {diff}; pass --overwrite to discard its {n} stored instance(s), "
+                       "or choose another --out")
+    body = lines[1:]
+    records: dict[str, dict[str, Any]] = {}
+    for no, ln in enumerate(body, 2):
+        last = no == len(lines)
+        if last and not ln:
+            break
         try:
-            out.append(json.loads(ln))
+            rec = json.loads(ln)
         except json.JSONDecodeError:
-            break  # a torn last line from a killed run: that instance is simply redone
-    return out
+            rec = None
+        if not _valid_record(rec):
+            if last:
+                break  # torn tail of a killed run: that instance is simply redone
+            raise IISError(f"{path}:{no}: not an instance record ({ln[:60]!r}); the log is damaged; {again}")
+        records[rec["id"]] = rec
+    return records
 
 
 def evaluate_dataset(
@@ -87,10 +161,12 @@ def evaluate_dataset(
     protocol: EvalProtocol,
     *,
     method: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
     log_path: str | Path | None = None,
     overwrite: bool = False,
     limit: int | None = None,
     indices: Iterable[int] | None = None,
+    skip_invalid: bool = False,
     progress: Callable[[int], None] | None = None,
     on_instance: Callable[[int, Any, InstanceResult], None] | None = None,
     keep_preds: Callable[[int], bool] | None = None,
@@ -101,58 +177,86 @@ def evaluate_dataset(
         predictor: see :class:`iis.core.predictor.Predictor`.
         dataset: an ``iis.data`` evaluation dataset (``len``, ``[i] -> Sample``, ``ids()``, ``name``).
         protocol: the protocol already resolved for this dataset (``EvalProtocol.for_dataset``).
-        method: description of the method, stored in the log header (resume refuses a mismatch).
+        method: content identity of the method (:func:`iis.eval.identity.method_identity`), stored in
+            the log header; resume refuses a mismatch.
+        info: recorded in the header but not compared (paths, device...).
         log_path: JSONL file for per-instance results and resume; None keeps everything in memory.
+            The caller holds the lock on its folder (``iis.eval.io.exclusive_lock``).
+        skip_invalid: record an instance whose ``dataset[i]`` raises :class:`InvalidSampleError` as
+            skipped (with its reason) instead of stopping with that error.
         progress: called with the number of instances finished (including resumed ones) for a bar.
-        on_instance: called after each instance with (index, sample, result), e.g. for overlays.
+        on_instance: called after each scored instance with (index, sample, result), e.g. for overlays.
         keep_preds: whether to keep the binary masks of instance ``i`` for ``on_instance``.
+
+    Raises:
+        InvalidSampleError: an invalid sample without ``skip_invalid`` (also one stored as skipped
+            by an earlier ``skip_invalid`` run); instances written so far stay in the log.
+        IISError: the log's stored identity differs, or the log is damaged.
     """
     name = getattr(dataset, "name", "dataset")
     idx = list(indices) if indices is not None else list(range(len(dataset)))
     if limit is not None:
         idx = idx[:limit]
-    header = {"method": method or {}, "protocol": protocol.to_dict(), "dataset": name}
     done: dict[str, dict[str, Any]] = {}
+    identity = None
     fh = None
     if log_path is not None:
+        import iis
+
         log_path = Path(log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        identity = json.loads(dumps({"format": LOG_FORMAT, "iis_version": iis.__version__, "method": method or {},
+                                     "protocol": protocol.to_dict(), "dataset": dataset_identity(dataset)}))
         if overwrite:
             log_path.unlink(missing_ok=True)
-        done = {r["id"]: r for r in _read_jsonl(log_path, header)}
-        # rewrite header + good lines, dropping a torn tail, then append
-        tmp = log_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(x) + "\n" for x in [{"header": header}, *done.values()]))
-        os.replace(tmp, log_path)
-        fh = open(log_path, "a")
+        done = _read_log(log_path, identity)
+        # rewrite header + good records (dropping a torn tail), then append
+        atomic_write_bytes(log_path, "".join(dumps(x) + "\n" for x in [
+            {"header": {"identity": identity, "info": info or {}}}, *done.values()]).encode())
+        fh = open(log_path, "a", encoding="utf-8")
     ids = dataset.ids() if hasattr(dataset, "ids") else None
     records: list[dict[str, Any]] = []
+
+    def write(rec: dict[str, Any]) -> None:
+        done[rec["id"]] = rec
+        if fh is not None:
+            fh.write(dumps(rec) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
     try:
         for n, i in enumerate(idx):
             sid = ids[i] if ids is not None else None
-            if sid is not None and sid in done:
-                records.append(done[sid])
-                if progress:
-                    progress(n + 1)
-                continue
-            t0 = time.perf_counter()  # wall time includes decoding, as the reference's SPC does
-            sample = dataset[i]
-            res = run_instance(predictor, sample.image, sample.gt, protocol, id=sample.id,
-                               keep_preds=bool(keep_preds and keep_preds(i)))
-            rec = {**res.to_json(), "wall": time.perf_counter() - t0}
+            rec = done.get(sid) if sid is not None else None
+            if rec is None:
+                t0 = time.perf_counter()  # wall time includes decoding, as the reference's SPC does
+                try:
+                    sample = dataset[i]
+                except InvalidSampleError as e:
+                    if not skip_invalid:
+                        raise
+                    rec = {"id": sid if sid is not None else e.sample_id, "skipped": e.reason}
+                    write(rec)
+                    records.append(rec)
+                    if progress:
+                        progress(n + 1)
+                    continue
+                res = run_instance(predictor, sample.image, sample.gt, protocol, id=sample.id,
+                                   keep_preds=bool(keep_preds and keep_preds(i)))
+                rec = res.to_json()
+                rec["timing"] = {"wall": time.perf_counter() - t0, "latency": rec.pop("latency")}
+                write(rec)
+                if on_instance:
+                    on_instance(i, sample, res)
+            elif "skipped" in rec and not skip_invalid:
+                raise InvalidSampleError(rec["id"], f"{rec['skipped']} (stored in {log_path} by a --skip-invalid run)")
             records.append(rec)
-            if fh is not None:
-                fh.write(json.dumps(rec) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            if on_instance:
-                on_instance(i, sample, res)
             if progress:
                 progress(n + 1)
     finally:
         if fh is not None:
             fh.close()
-    return DatasetResult(name, protocol, records, summarize_instances(records, protocol))
+    return DatasetResult(name, protocol, records, summarize_instances(records, protocol), identity,
+                         len(done) if log_path is not None else None)
 
 
 def evaluate_step(
@@ -175,13 +279,16 @@ def evaluate_step(
         method: an interactive model (``nn.Module``, wrapped in :class:`ModelPredictor`) or a
             training-free predictor.
         base: the protocol before per-dataset overrides.
-        limit: only the first ``limit`` instances.
+        limit: only the first ``limit`` instances (>= 1; None = all).
         rank, world_size: instance ``i`` is evaluated by rank ``i % world_size``.
         gather: merges the ranks' per-instance records (each instance once); None = single process.
-        **kwargs: passed to :func:`evaluate_dataset` (``method`` description as ``desc``, ``log_path``...).
+        **kwargs: passed to :func:`evaluate_dataset` (method identity as ``desc``, ``log_path``,
+            ``skip_invalid``...).
     """
     import torch
 
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit: expected >= 1 or None, got {limit}")
     proto = base.for_dataset(getattr(dataset, "name", "dataset"))
     if isinstance(method, torch.nn.Module):
         predictor = ModelPredictor(method, proto, device, dtype)
@@ -189,11 +296,13 @@ def evaluate_step(
         predictor = method
         if hasattr(predictor, "to"):
             predictor.to(device)
-    n = min(len(dataset), limit) if limit else len(dataset)
+    total = len(dataset)
+    n = min(total, limit) if limit else total
     desc = kwargs.pop("desc", None)
     r = evaluate_dataset(predictor, dataset, proto, method=desc, indices=range(rank, n, world_size), **kwargs)
     if gather is not None:
         r.instances = gather(r.instances)
         r.summary = summarize_instances(r.instances, proto)
     r.summary["max_clicks"] = proto.max_clicks
+    r.summary["selection"] = {"limit": limit, "instances": n, "dataset_instances": total}
     return r

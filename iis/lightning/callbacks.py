@@ -4,6 +4,11 @@ Every ``every_n_epochs`` epochs (and at the end of fit) the callback evaluates t
 the configured datasets with :func:`iis.eval.runner.evaluate_dataset`, the same function
 ``iis-eval`` uses. Under DDP, instance ``i`` goes to rank ``i % world_size``; the per-instance
 records are gathered and de-duplicated by id, so every instance is counted exactly once.
+
+An evaluation instance the reader refuses (``InvalidSampleError``: empty object, bad mask values,
+corrupt image) is skipped and reported (a warning naming it and its reason, once per dataset and
+instance, and ``val/<dataset>/skipped``) rather than crashing a training run at its evaluation; it is
+never counted in the logged NoC/NoF/mIoU. ``skip_invalid=False`` makes it an error instead.
 """
 
 from __future__ import annotations
@@ -49,12 +54,14 @@ class InteractiveEvaluation(L.Callback):
         dataset_kwargs: extra keyword arguments per dataset name for ``get_dataset``.
         eval_at_start: also evaluate the untrained model (kept in ``self.first``; printed at the end
             next to the final numbers, so a run shows what training changed).
+        skip_invalid: skip and report invalid evaluation instances (default) instead of failing.
     """
 
     def __init__(self, datasets: Sequence[str] = ("synthetic",), data_root: str | None = None,
                  protocol: str | None = None, every_n_epochs: int = 1, max_clicks: int = 20,
                  iou_analysis: bool = True, limit: int | None = None, num_vis: int = 4,
-                 dataset_kwargs: dict[str, dict[str, Any]] | None = None, eval_at_start: bool = False):
+                 dataset_kwargs: dict[str, dict[str, Any]] | None = None, eval_at_start: bool = False,
+                 skip_invalid: bool = True):
         super().__init__()
         self.datasets = list(datasets)
         self.data_root = data_root
@@ -66,6 +73,8 @@ class InteractiveEvaluation(L.Callback):
         self.num_vis = num_vis
         self.dataset_kwargs = dataset_kwargs or {}
         self.eval_at_start = eval_at_start
+        self.skip_invalid = skip_invalid
+        self._warned: set[tuple[str, str]] = set()
         self.first: dict[str, dict[str, Any]] = {}
         self.last: dict[str, dict[str, Any]] = {}
         self._last_epoch = -1
@@ -118,8 +127,10 @@ class InteractiveEvaluation(L.Callback):
                     pics.append(overlay(sample.image, res.preds[-1], res.clicks, sample.gt))
 
             r = evaluate_step(model, ds, base, device=pl_module.device, limit=self.limit, rank=rank,
-                              world_size=world, gather=gather_records, on_instance=on_instance, keep_preds=keep)
+                              world_size=world, gather=gather_records, on_instance=on_instance, keep_preds=keep,
+                              skip_invalid=self.skip_invalid)
             summary = r.summary
+            self._report_skipped(trainer, ds.name, summary)
             out[ds.name] = summary
             if log:
                 self._log(trainer, pl_module, ds.name, summary, pics)
@@ -127,10 +138,20 @@ class InteractiveEvaluation(L.Callback):
         self.last = out
         return out
 
+    def _report_skipped(self, trainer: L.Trainer, name: str, s: dict[str, Any]) -> None:
+        new = [x for x in s.get("skipped", []) if (name, x["id"]) not in self._warned]
+        self._warned |= {(name, x["id"]) for x in new}
+        if new and trainer.global_rank == 0:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            listed = "; ".join(f"{x['id']}: {x['reason']}" for x in new[:5])
+            rank_zero_warn(f"InteractiveEvaluation: {name}: {len(new)} invalid instance(s) skipped, not counted "
+                           f"in NoC/NoF/mIoU: {listed}" + (" ..." if len(new) > 5 else ""))
+
     def _log(self, trainer, pl_module, name: str, s: dict[str, Any], pics: list[np.ndarray]) -> None:
         metrics = {f"val/{name}/noc85": s["noc"]["85"], f"val/{name}/noc90": s["noc"]["90"],
                    f"val/{name}/nof85": float(s["nof"]["85"]), f"val/{name}/nof90": float(s["nof"]["90"]),
-                   f"val/{name}/noic": s["noic"]}
+                   f"val/{name}/noic": s["noic"], f"val/{name}/skipped": float(s.get("num_skipped", 0))}
         curve = s["miou"] or s["miou_early_stopped"] or []
         for k in (1, 3, 5, 10, 20):
             if k <= len(curve):

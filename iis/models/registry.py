@@ -12,7 +12,7 @@ import fnmatch
 from typing import Any, Callable
 
 __all__ = ["register_model", "create_model", "list_models", "register_predictor", "create_predictor",
-           "list_predictors", "model_entry"]
+           "list_predictors", "model_entry", "predictor_entry"]
 
 _MODELS: dict[str, Callable[..., Any]] = {}
 _PREDICTORS: dict[str, Callable[..., Any]] = {}
@@ -56,6 +56,14 @@ def model_entry(name: str) -> Callable[..., Any]:
         return _MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(sorted(_MODELS))}") from None
+
+
+def predictor_entry(name: str) -> Callable[..., Any]:
+    _load_all()
+    try:
+        return _PREDICTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; training-free methods: {', '.join(sorted(_PREDICTORS))}") from None
 
 
 def create_model(name: str, **kwargs: Any):
