@@ -49,8 +49,15 @@ def method_identity(desc: Mapping[str, Any], precision: str | None = None) -> di
 def _scalar_options(ds: Any) -> dict[str, Any]:
     # reader options (FolderDataset mode/ignore_value, split, thresholds...) change what a sample is
     skip = {"name", "root", "pairs", "multi_instance"}
-    return {k: v for k, v in sorted(vars(ds).items())
-            if not k.startswith("_") and k not in skip and (v is None or isinstance(v, (str, int, float, bool)))}
+    out: dict[str, Any] = {}
+    for k, v in sorted(vars(ds).items()):
+        if k.startswith("_") or k in skip:
+            continue
+        if v is None or isinstance(v, (str, int, float, bool)):
+            out[k] = v
+        elif callable(getattr(v, "to_dict", None)):  # an options record such as FolderEncoding
+            out.update(v.to_dict())
+    return out
 
 
 def dataset_identity(ds: Any) -> dict[str, Any]:

@@ -225,3 +225,8 @@ class FolderDataset(PairedFolderDataset):
 
     def _index_params(self) -> list[Any]:
         return [self.encoding.to_dict()]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Which pairs are used (split options): part of the result identity of ``iis-eval``."""
+        split, frac, seed, files = self._split
+        return {"split": split, "val_fraction": frac, "split_seed": seed, "files": files}
