@@ -38,7 +38,7 @@ _FILE_SUFFIXES = (".ckpt", ".pt", ".pth", ".onnx")
 
 
 def check_rgb(image: Any, name: str = "image") -> np.ndarray:
-    """``image`` as a read-only ``uint8 (H, W, 3)`` copy, or one line saying what is wrong."""
+    """``image`` as a private ``uint8 (H, W, 3)`` copy, or one line saying what is wrong."""
     if not isinstance(image, np.ndarray):
         raise InvalidImageError(f"{name}: expected a numpy uint8 array (H, W, 3) RGB, got {type(image).__name__}")
     if image.ndim == 2:
@@ -52,9 +52,9 @@ def check_rgb(image: Any, name: str = "image") -> np.ndarray:
                                 "(for floats in [0, 1] use (image * 255).round().astype(np.uint8))")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise InvalidImageError(f"{name}: got an empty image of shape {image.shape}")
-    out = np.array(image, copy=True, order="C")
-    out.setflags(write=False)
-    return out
+    # a private copy: later edits of the caller's array cannot change a session. It stays writable for
+    # torch.from_numpy (which warns on read-only arrays); Session.image exposes a read-only view of it
+    return np.array(image, copy=True, order="C")
 
 
 def _check_mask(mask: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -344,7 +344,9 @@ class Session:
     """
 
     def __init__(self, seg: Segmenter, image: np.ndarray, key: str, predictor: Any):
-        self._seg, self.image, self.key, self._p = seg, image, key, predictor
+        self._seg, self.key, self._p = seg, key, predictor
+        self.image = image.view()
+        self.image.setflags(write=False)  # the session's own copy, read-only
         self._initial = predictor.get_state() if seg.is_model else None
         self._clicks: list[Click] = []
         self._history: list[tuple[Any, Prediction]] = []  # (predictor state, prediction) before each click
