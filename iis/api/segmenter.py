@@ -213,7 +213,11 @@ def load(method: str | Path, *, weights: str | Path | None = None, device: str |
     else:
         models, preds = list_models(), list_predictors()
         if name not in models and name not in preds:
-            raise UnknownMethodError(f"method {name!r}: unknown; expected a model ({', '.join(models)}), a "
+            import difflib
+
+            close = difflib.get_close_matches(name, models + preds, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownMethodError(f"method {name!r}: unknown{hint}; expected a model ({', '.join(models)}), a "
                                      f"training-free method ({', '.join(preds)}), an iis-train checkpoint or an "
                                      ".onnx file")
         if weights is not None and name in preds:
