@@ -63,8 +63,16 @@ def default_size(protocol_name: str) -> int:
 
 
 def _run(args) -> int:
+    from pathlib import Path
+
     from ..eval.loading import build_method
     from ..export import export_model
+
+    out = Path(args.out)
+    if not out.parent.is_dir():  # fail before a long export
+        raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
+    if args.opset < 17:
+        raise ValueError(f"--opset {args.opset}: expected >= 17")
 
     built = build_method(args.method, ckpt=args.ckpt, weights=args.weights, kwargs=_parse_kv(args.method_arg))
     if not built.is_model:
