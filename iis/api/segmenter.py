@@ -8,7 +8,8 @@ for the same clicks (``tests/api``).
 Threading: every predictor call of one :class:`Segmenter` (all its sessions) is serialised by one lock, so
 sessions and ``Segmenter.predict`` may be called from any thread; for parallel throughput load one
 Segmenter per worker process. Sessions are cheap (a model session holds its own ``ModelPredictor``
-state; training-free sessions on the same image share one prepared predictor from an LRU).
+state; training-free sessions on the same image fork one prepared predictor from an LRU and share its
+image-only state).
 """
 
 from __future__ import annotations
@@ -75,10 +76,18 @@ def _check_mask(mask: Any, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _fork(template: Any) -> Any:
-    """A per-image copy of a training-free predictor: shares its weights / attention source, owns its dicts."""
+    """A copy of a training-free predictor that shares its weights and image state (arrays, attention,
+    upsampler) but owns its containers: dicts/lists/sets are copied, and dataclass values in dicts (e.g.
+    M2N2's cached Markov-map entries with their ``used`` flags) too, so sessions never touch each other."""
     p = copy.copy(template)
     for k, v in list(vars(p).items()):
-        if isinstance(v, (dict, list, set)):
+        if isinstance(v, dict):
+            setattr(p, k, copy.copy(v))
+            d = getattr(p, k)
+            for kk, vv in list(d.items()):
+                if dataclasses.is_dataclass(vv) and not isinstance(vv, type):
+                    d[kk] = copy.copy(vv)
+        elif isinstance(v, (list, set)):
             setattr(p, k, copy.copy(v))
     return p
 
@@ -277,6 +286,15 @@ class Segmenter:
 
     # ------------------------------------------------------------------ predictors
     def _predictor_for(self, image: np.ndarray, key: str) -> Any:
+        """A predictor of its own for one session, with the image set.
+
+        Models: a new ``ModelPredictor`` over the shared model (``set_image`` is a tensor conversion).
+        Training-free: a fork of the image's prepared predictor from the LRU, whose image-only stage
+        (M2N2: attention + upsampler) is computed once per image. The per-click state (M2N2's Markov-map
+        cache) stays per session: M2N2's maps depend in the last float bits on which clicks are computed
+        together (one batched matrix product), and evaluation computes one new map per click, so sharing
+        maps between sessions could change masks.
+        """
         if self.is_model:
             p = ModelPredictor(self._obj, self.protocol, self.device, self.dtype)
             p.set_image(image)
@@ -285,9 +303,12 @@ class Segmenter:
         def build():
             p = _fork(self._obj)
             p.set_image(image)
+            warm = getattr(p, "upsampler", None)  # M2N2's image stage: attention matrix + JBU range weights
+            if callable(warm):
+                warm()
             return p
 
-        return self._cache.get(key, build)
+        return _fork(self._cache.get(key, build))
 
     def prepare(self, image: np.ndarray) -> str:
         """Compute and cache the image-only state now (M2N2: attention and upsampler), so the first click
@@ -297,10 +318,7 @@ class Segmenter:
         key = image_key(image)
         if not self.is_model:
             with self._lock:
-                p = self._predictor_for(image, key)
-                warm = getattr(p, "upsampler", None)  # M2N2: attention + joint bilateral upsampler
-                if callable(warm):
-                    warm()
+                self._predictor_for(image, key)
         return key
 
     def cache_info(self) -> dict[str, int]:
@@ -320,24 +338,18 @@ class Segmenter:
 
     def predict(self, image: np.ndarray, clicks: Iterable[Click | Sequence[Any]], *,
                 init_mask: np.ndarray | None = None) -> Prediction:
-        """Stateless: the prediction after ``clicks`` (in order), as a session would give it.
+        """Stateless: the prediction after ``clicks`` (in order), exactly as a session gives it.
 
-        Models replay the clicks one by one (each prediction is the next click's previous mask and zoom
-        source, as in evaluation). Training-free predictors are pure functions of (image, clicks), so they
-        are called once with all clicks; their image state comes from the LRU. ``init_mask`` starts from
-        a mask as :meth:`Session.set_mask` does.
+        The clicks are replayed one by one, as in evaluation: for models each prediction is the next
+        click's previous mask and zoom source; for M2N2 each click computes one new Markov map (see
+        ``_predictor_for``). The image-only state comes from the LRU. ``init_mask`` starts from a mask
+        as :meth:`Session.set_mask` does.
         """
         sess = self.session(image)
         clicks = check_clicks(clicks, sess.shape)
         if init_mask is not None:
             sess.set_mask(init_mask)
-        if not clicks:
-            return sess.prediction
-        if self.is_model:
-            return sess.extend(clicks)
-        with self._lock:
-            prob = sess._p.predict(clicks)
-        return Prediction.from_prob(prob, clicks, self.protocol.threshold)
+        return sess.extend(clicks) if clicks else sess.prediction
 
 
 class Session:
