@@ -206,7 +206,7 @@ class ModelPredictor:
         """Start from an existing mask (DAVIS-585 "from init"): ``mask (H, W)`` in [0, 1] (bool or float)
         becomes the previous-mask input of the next click and, with zoom-in, the map its ROI is taken
         from (as if the predictor had produced it)."""
-        prev = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).to(self.device)[None, None]
+        prev = torch.from_numpy(np.array(mask, dtype=np.float32, copy=True)).to(self.device)[None, None]
         self._prev = prev
         if self._zoom is not None:
             self._zoom = ZoomState(self.protocol.zoom_in)
