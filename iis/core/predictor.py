@@ -9,7 +9,9 @@ flip TTA averaged on logits, sigmoid, paste-back into a zero canvas, soft previo
 
 from __future__ import annotations
 
+import copy
 import time
+from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from .protocol import EvalProtocol, ZoomIn
 from .types import Click
 
-__all__ = ["Predictor", "ModelPredictor", "ZoomState"]
+__all__ = ["Predictor", "ModelPredictor", "ZoomState", "PredictorState"]
 
 
 @runtime_checkable
@@ -53,7 +55,11 @@ def _box_iou(a: Box, b: Box) -> float:
 
 
 class ZoomState:
-    """RITM's ZoomIn with its per-instance state (object ROI, previous pasted probabilities)."""
+    """RITM's ZoomIn with its per-instance state (object ROI, previous pasted probabilities).
+
+    ``transform``/``inverse`` rebind ``roi``/``prev_probs``/``crop_size``/``active`` and never mutate
+    the arrays in place, so a shallow copy (:meth:`snapshot`) is an exact, independent saved state.
+    """
 
     def __init__(self, cfg: ZoomIn):
         self.cfg = cfg
@@ -61,6 +67,9 @@ class ZoomState:
         self.prev_probs: np.ndarray | None = None  # (H, W) last pasted map
         self.crop_size: tuple[int, int] | None = None
         self.active = False
+
+    def snapshot(self) -> "ZoomState":
+        return copy.copy(self)
 
     def _current_roi(self, clicks: Sequence[Click], shape: tuple[int, int]) -> Box | None:
         if self.prev_probs is None:
@@ -140,6 +149,19 @@ def clicks_tensor(clicks: Sequence[Click], device: torch.device | str = "cpu") -
     return torch.tensor(rows, dtype=torch.float32, device=device)[None]
 
 
+@dataclass(frozen=True)
+class PredictorState:
+    """A saved per-instance state of :class:`ModelPredictor` (see ``get_state``/``set_state``).
+
+    Attributes:
+        prev: ``(1, 1, H, W)`` soft previous mask fed to the model at the next click.
+        zoom: the ZoomIn state (ROI, previous pasted map) or None without zoom-in.
+    """
+
+    prev: torch.Tensor
+    zoom: ZoomState | None
+
+
 class ModelPredictor:
     """Runs an interactive model under an :class:`EvalProtocol` (zoom-in, resize, flip TTA, prev mask).
 
@@ -148,11 +170,14 @@ class ModelPredictor:
     (when ``model.with_prev_mask`` is False); it returns logits ``(B, 1, h', w')``.
 
     ``latency`` accumulates pure model time (CUDA-synchronised), next to the reference SPC.
+
+    ``model`` may also be any callable with that signature and return (e.g. an ONNX Runtime session
+    wrapped by :class:`iis.runtime.OnnxModel`), so a deployed model runs through these same transforms.
     """
 
     def __init__(self, model: torch.nn.Module, protocol: EvalProtocol, device: str | torch.device = "cpu",
                  dtype: torch.dtype | None = None):
-        self.model = model.eval().to(device)
+        self.model = model.eval().to(device) if isinstance(model, torch.nn.Module) else model
         self.protocol = protocol
         self.device = torch.device(device)
         self.dtype = dtype
@@ -164,6 +189,28 @@ class ModelPredictor:
         self._image = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
         self._prev = torch.zeros((1, 1, *image.shape[:2]), device=self.device)
         self._zoom = ZoomState(self.protocol.zoom_in) if self.protocol.zoom_in is not None else None
+
+    def get_state(self) -> PredictorState:
+        """The per-instance state after the last ``predict`` (cheap: references, no copies of arrays).
+
+        ``predict`` replaces ``_prev`` and the zoom arrays instead of writing into them, so a saved state
+        stays valid after later clicks and :meth:`set_state` restores the predictor exactly.
+        """
+        return PredictorState(self._prev, self._zoom.snapshot() if self._zoom is not None else None)
+
+    def set_state(self, state: PredictorState) -> None:
+        self._prev = state.prev
+        self._zoom = state.zoom.snapshot() if state.zoom is not None else None
+
+    def set_prev_mask(self, mask: np.ndarray) -> None:
+        """Start from an existing mask (DAVIS-585 "from init"): ``mask (H, W)`` in [0, 1] (bool or float)
+        becomes the previous-mask input of the next click and, with zoom-in, the map its ROI is taken
+        from (as if the predictor had produced it)."""
+        prev = torch.from_numpy(np.array(mask, dtype=np.float32, copy=True)).to(self.device)[None, None]
+        self._prev = prev
+        if self._zoom is not None:
+            self._zoom = ZoomState(self.protocol.zoom_in)
+            self._zoom.prev_probs = prev[0, 0].cpu().numpy()
 
     @torch.no_grad()
     def predict(self, clicks: Sequence[Click]) -> np.ndarray:

@@ -205,7 +205,9 @@ class GPHead(nn.Module):
         eps = torch.full((B, 1, 1), jitter, dtype=A.dtype, device=A.device)
         factor = torch.linalg.inv_ex if self.solver == "inverse" else torch.linalg.cholesky_ex
         out, info = factor(A + eps * eye)
-        if A.device.type != "meta":  # data-dependent retry (skipped when only shapes are traced)
+        # data-dependent retry, skipped when only shapes are traced ("meta") and under torch.export
+        # (the exported graph holds the single factorisation at ε²; eager mode is unchanged)
+        if A.device.type != "meta" and not torch.compiler.is_exporting():
             while bool((info > 0).any()) and jitter < self.max_jitter:
                 jitter *= 10.0
                 eps = torch.where(info.view(B, 1, 1) > 0, torch.full_like(eps, jitter), eps)
