@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..core.errors import IISError
+from ..core.errors import IISError, WeightsMismatchError
 
 __all__ = ["InvalidImageError", "InvalidClickError", "InvalidMaskError", "UnknownMethodError",
            "WeightsMismatchError", "NothingToUndoError", "ProtocolOptionError"]
@@ -23,10 +23,6 @@ class InvalidMaskError(IISError):
 
 class UnknownMethodError(IISError):
     """Neither a registered model, a training-free method, nor an existing checkpoint / ONNX file."""
-
-
-class WeightsMismatchError(IISError):
-    """A weights file whose state dict does not belong to the requested model."""
 
 
 class NothingToUndoError(IISError):

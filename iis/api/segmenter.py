@@ -23,7 +23,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..core.errors import IISError
 from ..core.predictor import ModelPredictor
 from ..core.protocol import PRESETS, EvalProtocol, ZoomIn, get_protocol
 from ..core.types import Click
@@ -127,40 +126,6 @@ def _resolve_protocol(base: EvalProtocol, *, dataset: str | None, threshold: flo
     return proto
 
 
-def _weights_error(name: str, weights: Path, exc: BaseException) -> IISError:
-    """One line saying how ``weights`` differs from model ``name`` (read safely, tensors only)."""
-    from ..eval.checkpoint import clean_state_dict
-    from ..models.registry import create_model
-
-    try:
-        sd = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file means the same thing to the user
-        return WeightsMismatchError(f"weights {weights}: not a readable tensor state dict "
-                                    f"({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-    if isinstance(sd, dict):
-        sd = sd.get("state_dict", sd.get("model", sd))
-    if not isinstance(sd, dict):
-        return WeightsMismatchError(f"weights {weights}: expected a state dict, got {type(sd).__name__}")
-    sd = clean_state_dict(sd)
-    ref = create_model(name).state_dict()
-    missing = [k for k in ref if k not in sd]
-    unexpected = [k for k in sd if k not in ref]
-    shapes = [k for k in ref if k in sd and hasattr(sd[k], "shape") and tuple(sd[k].shape) != tuple(ref[k].shape)]
-    if not (missing or unexpected or shapes):
-        return WeightsMismatchError(f"weights {weights}: could not be loaded into {name!r} "
-                                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} of the model's {len(ref)} keys missing (e.g. {missing[0]!r})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]!r})")
-    if shapes:
-        k = shapes[0]
-        parts.append(f"{len(shapes)} keys of another shape (e.g. {k!r}: file {tuple(sd[k].shape)}, "
-                     f"model {tuple(ref[k].shape)})")
-    return WeightsMismatchError(f"weights {weights}: not a state dict of model {name!r}: " + "; ".join(parts))
-
-
 def load(method: str | Path, *, weights: str | Path | None = None, device: str | torch.device = "cpu",
          protocol: str | EvalProtocol | None = None, dataset: str | None = None, threshold: float | None = None,
          zoom_in: bool | ZoomIn | Mapping[str, Any] | None = None, flip: bool | None = None,
@@ -231,14 +196,7 @@ def load(method: str | Path, *, weights: str | Path | None = None, device: str |
                                      ".onnx file")
         if weights is not None and name in preds:
             raise ProtocolOptionError(f"weights={str(weights)!r}: {name!r} is a training-free method without weights")
-        try:
-            built = build_method(name, weights=weights, kwargs=dict(kwargs or {}))
-        except (IISError, FileNotFoundError):
-            raise
-        except Exception as e:  # noqa: BLE001 - a state dict that does not fit: say how, in one line
-            if weights is None:
-                raise
-            raise _weights_error(name, weights, e) from None
+        built = build_method(name, weights=weights, kwargs=dict(kwargs or {}))  # refuses weights that do not fit
     if isinstance(protocol, EvalProtocol):
         base = protocol
     else:

@@ -7,7 +7,7 @@ line and exit 2; the Python API lets it propagate (it is a ``ValueError``).
 
 from __future__ import annotations
 
-__all__ = ["IISError", "InvalidSampleError"]
+__all__ = ["IISError", "InvalidSampleError", "WeightsMismatchError"]
 
 
 class IISError(ValueError):
@@ -30,3 +30,8 @@ class InvalidSampleError(IISError):
 
     def __reduce__(self):  # survive pickling (DataLoader workers, multiprocessing ranks)
         return type(self), (self.sample_id, self.reason)
+
+
+class WeightsMismatchError(IISError):
+    """A weights file or checkpoint whose state dict does not belong to the requested model (another
+    model, another size, or not a state dict at all)."""

@@ -15,7 +15,7 @@ import torch
 
 from ..models.registry import create_model
 
-from ..core.errors import IISError
+from ..core.errors import IISError, WeightsMismatchError
 
 __all__ = ["load_checkpoint_model", "clean_state_dict", "load_fitting"]
 
@@ -37,7 +37,7 @@ def load_fitting(model: torch.nn.Module, sd: dict[str, Any], what: str, name: st
     model or another size give one line (``load_state_dict`` raises a multi-line RuntimeError on shapes).
 
     Raises:
-        IISError: names missing or unexpected, or tensors of another shape.
+        WeightsMismatchError: names missing or unexpected, or tensors of another shape.
     """
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
@@ -53,7 +53,7 @@ def load_fitting(model: torch.nn.Module, sd: dict[str, Any], what: str, name: st
             parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise IISError(f"{what}: state dict does not fit model {name!r}: {'; '.join(parts)} "
+        raise WeightsMismatchError(f"{what}: state dict does not fit model {name!r}: {'; '.join(parts)} "
                        "(weights of another model or size?)")
     model.load_state_dict(sd, strict=True)
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.errors import IISError
+from ..core.errors import IISError, WeightsMismatchError
 
 __all__ = ["BuiltMethod", "build_method", "builder_keywords", "check_kwargs"]
 
@@ -205,12 +205,12 @@ def _load_weights(model: torch.nn.Module, weights: str | Path, name: str) -> Non
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - every unpickling failure means the same thing to the user
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise IISError(f"--weights {path}: not a torch state dict file saved with torch.save (torch.load: "
+        raise WeightsMismatchError(f"--weights {path}: not a torch state dict file saved with torch.save (torch.load: "
                        f"{e.__class__.__name__}: {first})") from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise IISError(f"--weights {path}: expected a state dict (a mapping of names to tensors), "
+        raise WeightsMismatchError(f"--weights {path}: expected a state dict (a mapping of names to tensors), "
                        f"got {type(sd).__name__}")
     load_fitting(model, clean_state_dict(sd), f"--weights {path}", name)
 
