@@ -2,6 +2,12 @@
 
 One function, :func:`build_method`, used by ``iis-eval``, the public API and the server, so that a
 method name, an iis checkpoint or a weights file mean the same thing everywhere.
+
+Every file is read without running code from it (:func:`iis.core.safe_load.safe_load`). A weights file
+may be an iis state dict / checkpoint or one of the authors' released checkpoints (SimpleClick,
+AdaptiveClick, GPCIS, RITM): the latter is recognised by its key set and converted in memory
+(:func:`iis.convert.load_weights`); its file name and SHA-256 go into the method description, and so
+into ``results.json``.
 """
 
 from __future__ import annotations
@@ -55,12 +61,14 @@ def build_method(method: str | None = None, *, ckpt: str | Path | None = None, w
         kwargs: keyword arguments of the method/model builder.
     """
     from ..models.registry import create_model, create_predictor, list_models, list_predictors
-    from .checkpoint import clean_state_dict, load_checkpoint_model
+    from .checkpoint import clean_state_dict, load_checkpoint_model, load_strict
 
     kw = dict(kwargs or {})
     if ckpt is not None:
         model, meta = load_checkpoint_model(ckpt)
         desc = {"ckpt": str(Path(ckpt).resolve()), "model": meta["model"]}
+        if isinstance(meta.get("source"), dict):  # written by iis-convert: the authors' file it came from
+            desc["source"] = meta["source"]
         return BuiltMethod(model, desc, meta.get("protocol", getattr(model, "default_protocol", "ritm")))
     if method is None:
         raise ValueError("method: give a method/model name or a checkpoint")
@@ -68,15 +76,29 @@ def build_method(method: str | None = None, *, ckpt: str | Path | None = None, w
         pred = create_predictor(method, **kw)
         return BuiltMethod(pred, {"method": method, "kwargs": kw}, getattr(pred, "default_protocol", "plain"))
     if method in list_models():
-        model = create_model(method, **kw)
-        note = None
+        note, info, sd = None, None, None
         if weights:
-            sd = torch.load(weights, map_location="cpu", weights_only=False)
-            model.load_state_dict(clean_state_dict(sd.get("state_dict", sd) if isinstance(sd, dict) else sd))
+            from ..convert import load_weights
+
+            sd, info = load_weights(weights, method)
+            if info["official"]:
+                kw = {**info["kwargs"], **kw}  # sizes read from the file; explicit kwargs win (then checked)
+            else:
+                sd = clean_state_dict(sd)
         else:
             note = RANDOM_INIT_NOTE
-        desc = {"method": method, "kwargs": kw, "weights": str(weights) if weights else None,
-                "random_init": not weights}
+        model = create_model(method, **kw)
+        if sd is not None:
+            load_strict(model, sd, f"--weights {weights}", method)
+        desc: dict[str, Any] = {"method": method, "kwargs": kw, "weights": str(weights) if weights else None,
+                                "random_init": not weights}
+        if info is not None:
+            desc["weights_sha256"] = info["sha256"]
+            if info["official"]:
+                desc["source"] = {"file": info["file"], "sha256": info["sha256"], "family": info["family"]}
+                desc["conversion"] = info["conversion"]
+            elif "source" in info:
+                desc["source"] = info["source"]
         return BuiltMethod(model.eval(), desc, getattr(model, "default_protocol", "ritm"), note)
     raise ValueError(f"--method {method!r}: unknown; training-free methods: {', '.join(list_predictors())}; "
                      f"models: {', '.join(list_models())}")
