@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..core.safe_load import safe_load, to_plain
+from ..core.safe_load import Foreign, safe_load, to_plain
 from ._mapping import short_list
 from .base import ConversionError, ConversionReport, Family
 
@@ -84,10 +84,12 @@ def extract_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
         if sd is None and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             sd = obj
     if sd is None:
-        kind = type(obj).__name__
+        kind = f"pickled {obj._foreign_name} object" if isinstance(obj, Foreign) else type(obj).__name__
         keys = f" with keys {short_list([str(k) for k in obj.keys()], 6)}" if isinstance(obj, Mapping) else ""
         raise ConversionError(f"{where}: found a {kind}{keys}; expected a state dict (names -> tensors) or a "
                               "checkpoint holding one under 'state_dict'")
+    if not sd:
+        raise ConversionError(f"{where}: the state dict is empty; expected the model's tensors")
     bad = [str(k) for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ConversionError(f"{where}: the state dict has {len(bad)} non-tensor entries ({short_list(bad)}); "

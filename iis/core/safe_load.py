@@ -215,7 +215,7 @@ def _describe(path: Path) -> str:
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(64)
     except OSError:
         return "an unreadable file"
     if size == 0:
@@ -228,7 +228,7 @@ def _describe(path: Path) -> str:
         return "an HDF5 file"
     if head.startswith(b"version https://git-lfs"):
         return "a Git LFS pointer, not the file itself (run `git lfs pull`)"
-    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head[:16]):
         return f"a text file ({head[:12].decode(errors='replace')!r}...)"
     return f"{size} bytes that are not a pickle (starts {head[:4].hex()})"
 
