@@ -45,6 +45,8 @@ def _print_report(conv, src: Path, dst: Path, quiet: bool) -> None:
         print(f"  mapped {r.mapped} tensors; dropped {len(r.dropped)} known-unused; reshaped {len(r.reshaped)}")
         by_reason: dict[str, list[str]] = {}
         for key, reason in r.dropped:
+            if reason.startswith("second registration of "):  # one line for all aliases
+                reason = "second registration of another key (the same tensor, checked equal)"
             by_reason.setdefault(reason, []).append(key)
         for reason, keys in by_reason.items():
             shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..core.safe_load import Foreign, safe_load, to_plain
+from ..core.safe_load import Foreign, safe_load
 from ._mapping import short_list
 from .base import ConversionError, ConversionReport, Family
 
@@ -204,7 +204,9 @@ def convert_file(src: str | Path, dst: str | Path | None = None, *, family: str 
                    "foreign_classes": foreign}
     cfg = obj.get("config") if isinstance(obj, Mapping) else None
     if cfg is not None:
-        conv.report.notes.append(f"authors' config object read as inert data ({type(to_plain(cfg)).__name__}); not used")
+        kind = cfg._foreign_name if isinstance(cfg, Foreign) else type(cfg).__name__
+        conv.report.notes.append(f"the file's 'config' ({kind}) was read as inert data and is not used; the model "
+                                 "is rebuilt from the state dict's shapes")
     if dst is not None:
         _atomic_save(conv.checkpoint(), Path(dst))
     return conv

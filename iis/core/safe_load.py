@@ -19,6 +19,7 @@ and pickled state (``_foreign_state``). :func:`to_plain` turns a loaded object i
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickle
 import types
@@ -171,6 +172,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         global _ALLOWED
         if _ALLOWED is None:
             _ALLOWED = _allowed_globals()
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # Python 2 names (protocol 2: "__builtin__.set")
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         key = f"{module}.{name}"
         if key in _ALLOWED:
             return _ALLOWED[key]
