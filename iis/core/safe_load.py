@@ -32,8 +32,8 @@ import torch
 
 from .errors import IISError
 
-__all__ = ["safe_load", "UnreadableFileError", "RestrictedUnpickler", "Foreign", "restricted_pickle_module",
-           "to_plain"]
+__all__ = ["safe_load", "safe_pickle_load", "UnreadableFileError", "RestrictedUnpickler", "Foreign",
+           "restricted_pickle_module", "to_plain"]
 
 
 class UnreadableFileError(IISError):
@@ -272,6 +272,28 @@ def safe_load(path: str | Path, *, what: str = "file", map_location: str | torch
         raise UnreadableFileError(f"{what} {path}: not a readable torch checkpoint; found {_describe(path)} "
                                   f"({e.__class__.__name__}: {detail}); expected a file written by "
                                   "torch.save") from None
+
+
+def safe_pickle_load(path: str | Path, *, what: str = "file", foreign: list[str] | None = None) -> Any:
+    """A plain pickle (not a torch file, e.g. RITM's ``hannotation.pickle``) read with :class:`RestrictedUnpickler`:
+    containers, numbers, strings and numpy arrays come through, anything else is an inert stand-in.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        UnreadableFileError: not a complete pickle.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: no such file")
+    try:
+        with open(path, "rb") as f:
+            return restricted_pickle_module(foreign).load(f)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001
+        detail = str(e).splitlines()[0][:100] if str(e) else "no message"
+        raise UnreadableFileError(f"{what} {path}: not a readable pickle; found {_describe(path)} "
+                                  f"({e.__class__.__name__}: {detail})") from None
 
 
 def to_plain(obj: Any, _depth: int = 0) -> Any:

@@ -18,10 +18,11 @@ EXPECTED = {"official-simpleclick": (21, 0, 1), "official-adaptiveclick": (6, 8,
 
 
 def test_families_are_discovered():
-    fams = families()
-    assert {"official-simpleclick", "official-adaptiveclick", "official-gpcis"} <= set(fams)
-    for f in fams.values():
-        assert f.models and f.protocol
+    fams = families()  # every iis/convert/<name>.py with a FAMILY (official-ritm joins when its module exists)
+    mine = {"official-simpleclick", "official-adaptiveclick", "official-gpcis"}
+    assert mine <= set(fams)
+    assert all(f.name.startswith("official-") and f.protocol for f in fams.values())
+    assert all(fams[n].models for n in mine)
 
 
 @pytest.mark.parametrize("name", list(SIZES))
@@ -122,3 +123,27 @@ def test_gpcis_other_backbone_is_refused():
         deeper[f"model.backbone.layer3.{i}.conv1.weight"] = torch.empty(256, 1024, 1, 1, device="meta")
     with pytest.raises(ConversionError, match=r"\[3, 4, 23, 3\] blocks per stage.*ResNet-50"):
         convert_state_dict(deeper)
+
+
+def test_a_new_family_module_is_picked_up(monkeypatch):
+    """A module iis/convert/<name>.py defining FAMILY joins detection with no other change (as ritm.py)."""
+    import pkgutil
+    import sys
+    import types
+
+    import iis.convert.api as api
+    from iis.convert import Family
+    from iis.convert.base import ConversionReport
+
+    mod = types.ModuleType("iis.convert.zz_fake")
+    mod.FAMILY = Family("official-fake", "plain", lambda s: "fake.w" in s, lambda s: ("simpleclick_vit_test", {}),
+                        lambda sd, m: ({}, ConversionReport("official-fake", m)))
+    monkeypatch.setitem(sys.modules, "iis.convert.zz_fake", mod)
+    real = pkgutil.iter_modules
+    monkeypatch.setattr(api.pkgutil, "iter_modules", lambda path: [*real(path), pkgutil.ModuleInfo(None, "zz_fake", False)])
+    api._discover.cache_clear()
+    try:
+        assert "official-fake" in families()
+        assert convert_state_dict({"fake.w": torch.zeros(1)}).family.name == "official-fake"
+    finally:
+        api._discover.cache_clear()

@@ -136,3 +136,19 @@ def test_truncated_files(tmp_path):
         (tmp_path / f"t_{name}").write_bytes(data[: int(len(data) * frac)])
         with pytest.raises(UnreadableFileError, match="truncated"):
             safe_load(tmp_path / f"t_{name}")
+
+
+def test_plain_pickles(tmp_path, marker):
+    import pickle
+
+    import numpy as np
+
+    from iis.core.safe_load import safe_pickle_load
+
+    data = {"img1": {"num_instance_masks": 2, "hierarchy": {0: [1]}, "areas": np.arange(3, dtype=np.int64)}}
+    (tmp_path / "anno.pickle").write_bytes(pickle.dumps(data))
+    back = safe_pickle_load(tmp_path / "anno.pickle")
+    assert back["img1"]["hierarchy"] == {0: [1]} and np.array_equal(back["img1"]["areas"], np.arange(3))
+    found: list[str] = []
+    obj = safe_pickle_load(hostile_raw_pickle(tmp_path / "h.pickle", marker), foreign=found)
+    assert isinstance(obj, Foreign) and found == [obj._foreign_name]
