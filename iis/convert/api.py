@@ -218,6 +218,9 @@ def _atomic_save(obj: Any, dst: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the output is an ordinary file
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
