@@ -5,6 +5,7 @@ Examples::
     iis-eval --method random_walker --datasets grabcut,berkeley --data-root ../shared/data
     iis-eval --ckpt runs/train/quickstart/checkpoints/last.ckpt --datasets synthetic
     iis-eval --method m2n2 --method-arg sd2_path=/models/stable-diffusion-2 --datasets davis
+    iis-eval --reproduce simpleclick_vit_base_cocolvis --weights cocolvis_vit_base.pth
 
 Bad input (an argument out of range or that does not apply to the method, a file of the wrong kind,
 an invalid dataset instance without ``--skip-invalid``, an ``--out`` in use or holding results of
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--method", help="registered method or model name (see --list)")
     src.add_argument("--ckpt", help="checkpoint written by iis-train (model + protocol are read from it)")
     src.add_argument("--list", action="store_true", help="list methods, models, datasets and protocols")
+    src.add_argument("--reproduce", metavar="NAME", help="reproduction manifest (see --list): evaluate --weights on "
+                     "the paper's datasets under its protocol; print measured vs published NoC85/NoC90")
     p.add_argument("--datasets", default="synthetic", help="comma-separated dataset names (default: synthetic)")
     p.add_argument("--data-root", default=os.environ.get("IIS_DATA_ROOT"),
                    help="folder holding GrabCut/, Berkeley/, DAVIS/, ... (default: $IIS_DATA_ROOT)")
@@ -116,6 +119,10 @@ def _print_list() -> int:
     print("models:", ", ".join(list_models()))
     print("datasets:", ", ".join(list_datasets()))
     print("protocols:", ", ".join(PRESETS))
+    from ..eval.reproduce import list_lines
+
+    print("reproduction manifests (--reproduce NAME --weights FILE):")
+    print("\n".join(list_lines()))
     return 0
 
 
@@ -128,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _print_list()
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
+        if args.reproduce:
+            from ..eval.reproduce import run_reproduce
+
+            return run_reproduce(args, _run)
         return _run(args)
     except InvalidSampleError as e:
         print(f"iis-eval: error: {e} (pass --skip-invalid to record such instances as skipped)", file=sys.stderr)

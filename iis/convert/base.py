@@ -66,6 +66,12 @@ class Family:
         infer_model: ``shapes -> (iis model name, builder kwargs)``, the size (xTiny/B/L/H, HRNet
             width, ...) read from shapes; raises :class:`ConversionError` naming what does not fit.
         convert: ``(official state dict, iis model name) -> (iis state dict, report)``; strict.
+        unused: the family's named list of known-unused official tensors, ``{regex on the official key:
+            reason}`` (documentation and tests; ``convert`` applies it). Optional (added after the first
+            version of this interface; default empty).
+        models: iis registry names ``infer_model`` can return (for ``--model`` checks and listings).
+            Optional, default empty.
+        title: human-readable name used in messages (e.g. ``"SimpleClick"``); default ``name``.
     """
 
     name: str
@@ -73,3 +79,10 @@ class Family:
     matches: Callable[[Shapes], bool]
     infer_model: Callable[[Shapes], tuple[str, dict[str, Any]]]
     convert: Callable[[dict[str, torch.Tensor], str], tuple[dict[str, torch.Tensor], ConversionReport]]
+    unused: Mapping[str, str] = field(default_factory=dict)
+    models: tuple[str, ...] = ()
+    title: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.title or self.name

@@ -16,7 +16,6 @@ is not detectable by any reader; PNG and zlib checksums are checked by Pillow.
 from __future__ import annotations
 
 import io
-import pickle
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,36 +215,19 @@ def describe_values(a: np.ndarray, limit: int = 8) -> str:
     return ", ".join(str(int(v)) for v in u[:limit - 1]) + f", ... {int(u[-1])} ({len(u)} values)"
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickles plain data only: builtin containers and scalars, numpy arrays and scalars.
-
-    Loading a file must never execute code from it; RITM's packed C+L masks and the SBD sample
-    weights are pickles of exactly these types.
-    """
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "frombuffer"), ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-        ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"), ("builtins", "complex"),
-        ("builtins", "bytearray"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "__builtin__":  # protocol 0-2 pickles name the Python 2 module
-            module = "builtins"
-        if (module, name) in self._ALLOWED or (module == "numpy" and name.endswith("Dtype")) or \
-                (module == "numpy.dtypes" and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only plain data and numpy arrays are allowed)")
-
-
 def safe_pickle_load(path: str | Path) -> Any:
-    """Loads a pickle of plain data (see :class:`_SafeUnpickler`); DataFileError naming the file otherwise."""
+    """Loads a pickle of plain data (RITM's packed C+L masks, the SBD sample weights are exactly that)
+    with the package's restricted unpickler (:mod:`iis.core.safe_load`: nothing foreign is imported or
+    run); a pickle that names any other class is refused, since a data file has no reason to."""
+    from ..core.safe_load import UnreadableFileError
+    from ..core.safe_load import safe_pickle_load as _restricted_load
+
     path = Path(path)
-    data = read_bytes(path, "pickle")
+    foreign: list[str] = []
     try:
-        return _SafeUnpickler(io.BytesIO(data)).load()
-    except Exception as e:  # truncated, corrupt or carrying code
-        raise DataFileError(path, f"pickle {path}: cannot load ({type(e).__name__}: {e})") from None
+        obj = _restricted_load(path, what="pickle", foreign=foreign)
+    except (UnreadableFileError, FileNotFoundError) as e:
+        raise DataFileError(path, str(e)) from None
+    if foreign:
+        raise DataFileError(path, f"pickle {path}: not plain data (it names {', '.join(foreign[:3])}); refusing it")
+    return obj

@@ -1,9 +1,14 @@
 """Rebuild a model from a checkpoint alone (``iis-eval --ckpt PATH``).
 
-Checkpoints written by :class:`iis.lightning.IISModule` carry an ``"iis"`` entry:
-``{"model": {"name": registry name, "kwargs": {...}}, "protocol": preset name, "method": str}``.
+Checkpoints written by :class:`iis.lightning.IISModule` and by ``iis-convert`` carry an ``"iis"`` entry:
+``{"model": {"name": registry name, "kwargs": {...}}, "protocol": preset name, "method": str}``; converted
+ones add ``"source": {"file", "sha256", "family"}`` and ``"conversion"`` (the report).
 The state dict is taken from ``state_dict`` (Lightning) or ``model`` and the wrapper prefixes
 ``model.``, ``module.`` and ``_orig_mod.`` are stripped (as timm's ``clean_state_dict`` does).
+
+Files are read with :func:`iis.core.safe_load.safe_load` (``torch.load(weights_only=True)`` for files
+holding only tensors and plain types, which is what iis-train (Lightning 2.6) and iis-convert write;
+the restricted unpickler otherwise): loading a checkpoint never runs code from it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..core.safe_load import safe_load
 from ..models.registry import create_model
 
 from ..core.errors import IISError, WeightsMismatchError
@@ -61,20 +67,19 @@ def load_fitting(model: torch.nn.Module, sd: dict[str, Any], what: str, name: st
 def load_checkpoint_model(path: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Returns ``(model in eval mode, the checkpoint's "iis" metadata)``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--ckpt {path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)  # never runs code from the file
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"--ckpt {path}: not a readable torch checkpoint ({e.__class__.__name__}: {first})") from None
+    ckpt = safe_load(path, what="--ckpt", map_location=map_location)
     meta = ckpt.get("iis") if isinstance(ckpt, dict) else None
-    if not meta or "model" not in meta:
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict) or "name" not in meta["model"]:
+        hint = ("it looks like an official checkpoint: convert it with iis-convert, or evaluate it with "
+                "--method NAME --weights FILE") if isinstance(ckpt, dict) and "state_dict" in ckpt else \
+            "use --method NAME with --weights for foreign state dicts"
         raise ValueError(f"--ckpt {path}: no 'iis' model description in the checkpoint; it was not written by "
-                         "iis-train (use --method NAME with --weights for foreign state dicts)")
-    model = create_model(meta["model"]["name"], **meta["model"].get("kwargs", {}))
-    sd = ckpt.get("state_dict") or ckpt.get("model")
+                         f"iis-train or iis-convert ({hint})")
+    name, kwargs = meta["model"]["name"], meta["model"].get("kwargs", {})
+    model = create_model(name, **kwargs)
+    sd = ckpt.get("state_dict") if isinstance(ckpt.get("state_dict"), dict) else ckpt.get("model")
     if not isinstance(sd, dict):
-        raise IISError(f"--ckpt {path}: no 'state_dict' or 'model' entry holding the weights")
-    load_fitting(model, clean_state_dict(sd), f"--ckpt {path}", meta["model"]["name"])
+        raise IISError(f"--ckpt {path}: no state dict under 'state_dict' or 'model'")
+    load_fitting(model, clean_state_dict(sd), f"--ckpt {path}", name)
     return model.eval(), meta
+

@@ -39,8 +39,9 @@ def method_identity(desc: Mapping[str, Any], precision: str | None = None) -> di
     out: dict[str, Any] = {}
     for k, v in desc.items():
         if k in FILE_KEYS:
-            out[f"{k}_sha256"] = file_sha256(v) if v else None
-        else:
+            known = desc.get(f"{k}_sha256")  # build_method may have hashed it already (big files: hash once)
+            out[f"{k}_sha256"] = known or (file_sha256(v) if v else None)
+        elif not k.endswith("_sha256") or k[:-7] not in FILE_KEYS:
             out[k] = v
     out["precision"] = precision or "fp32"
     return out

@@ -2,6 +2,12 @@
 
 One function, :func:`build_method`, used by ``iis-eval``, the public API and the server, so that a
 method name, an iis checkpoint or a weights file mean the same thing everywhere.
+
+Every file is read without running code from it (:func:`iis.core.safe_load.safe_load`). A weights file
+may be an iis state dict / checkpoint or one of the authors' released checkpoints (SimpleClick,
+AdaptiveClick, GPCIS, RITM): the latter is recognised by its key set and converted in memory
+(:func:`iis.convert.load_weights`); its file name and SHA-256 go into the method description, and so
+into ``results.json``.
 """
 
 from __future__ import annotations
@@ -194,27 +200,6 @@ def _create(name: str, fn: Callable[..., Any], create: Callable[..., Any], kw: d
         raise IISError(f"--method-arg {key}: {name} does not take it; {_accepted(name, fn)}") from None
 
 
-def _load_weights(model: torch.nn.Module, weights: str | Path, name: str) -> None:
-    from .checkpoint import clean_state_dict, load_fitting
-
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"--weights {path}: no such file")
-    try:
-        # weights_only: loading a file never runs code from it
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - every unpickling failure means the same thing to the user
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise WeightsMismatchError(f"--weights {path}: not a torch state dict file saved with torch.save (torch.load: "
-                       f"{e.__class__.__name__}: {first})") from None
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsMismatchError(f"--weights {path}: expected a state dict (a mapping of names to tensors), "
-                       f"got {type(sd).__name__}")
-    load_fitting(model, clean_state_dict(sd), f"--weights {path}", name)
-
-
 def build_method(method: str | None = None, *, ckpt: str | Path | None = None, weights: str | Path | None = None,
                  kwargs: dict[str, Any] | None = None) -> BuiltMethod:
     """Build a training-free method, a registered model (optionally with ``weights``) or a checkpoint.
@@ -226,7 +211,7 @@ def build_method(method: str | None = None, *, ckpt: str | Path | None = None, w
         kwargs: keyword arguments of the method/model builder.
     """
     from ..models.registry import create_model, create_predictor, list_models, list_predictors
-    from .checkpoint import load_checkpoint_model
+    from .checkpoint import clean_state_dict, load_checkpoint_model, load_fitting
 
     kw = dict(kwargs or {})
     if ckpt is not None:
@@ -237,6 +222,8 @@ def build_method(method: str | None = None, *, ckpt: str | Path | None = None, w
             raise IISError("--weights: a --ckpt carries its weights; pass one of them")
         model, meta = load_checkpoint_model(ckpt)
         desc = {"ckpt": str(Path(ckpt).resolve()), "model": meta["model"]}
+        if isinstance(meta.get("source"), dict):  # written by iis-convert: the authors' file it came from
+            desc["source"] = meta["source"]
         return BuiltMethod(model, desc, meta.get("protocol", getattr(model, "default_protocol", "ritm")))
     if method is None:
         raise ValueError("method: give a method/model name or a checkpoint")
@@ -248,14 +235,29 @@ def build_method(method: str | None = None, *, ckpt: str | Path | None = None, w
         pred = _create(method, predictor_entry(method), create_predictor, kw)
         return BuiltMethod(pred, {"method": method, "kwargs": kw}, getattr(pred, "default_protocol", "plain"))
     if method in list_models():
-        model = _create(method, model_entry(method), create_model, kw)
-        note = None
+        note, info, sd = None, None, None
         if weights:
-            _load_weights(model, weights, method)
+            from ..convert import load_weights
+
+            sd, info = load_weights(weights, method)
+            if info["official"]:
+                kw = {**info["kwargs"], **kw}  # sizes read from the file; explicit kwargs win (then checked)
+            else:
+                sd = clean_state_dict(sd)
         else:
             note = RANDOM_INIT_NOTE
-        desc = {"method": method, "kwargs": kw, "weights": str(weights) if weights else None,
-                "random_init": not weights}
+        model = _create(method, model_entry(method), create_model, kw)
+        if sd is not None:
+            load_fitting(model, sd, f"--weights {weights}", method)
+        desc: dict[str, Any] = {"method": method, "kwargs": kw, "weights": str(weights) if weights else None,
+                                "random_init": not weights}
+        if info is not None:
+            desc["weights_sha256"] = info["sha256"]
+            if info["official"]:
+                desc["source"] = {"file": info["file"], "sha256": info["sha256"], "family": info["family"]}
+                desc["conversion"] = info["conversion"]
+            elif "source" in info:
+                desc["source"] = info["source"]
         return BuiltMethod(model.eval(), desc, getattr(model, "default_protocol", "ritm"), note)
     raise ValueError(f"--method {method!r}: unknown; training-free methods: {', '.join(list_predictors())}; "
                      f"models: {', '.join(list_models())}")

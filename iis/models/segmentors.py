@@ -108,7 +108,9 @@ def load_backbone_weights(module: nn.Module, path: str | Path) -> tuple[list[str
         from safetensors.torch import load_file
         sd = load_file(str(path))
     else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        from iis.core.safe_load import safe_load  # never runs code from the file
+
+        sd = safe_load(path, what="pretrained weights")
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]

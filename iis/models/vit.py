@@ -258,10 +258,10 @@ def load_mae_checkpoint(vit: VisionTransformer, path: str | Path) -> MAELoadRepo
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MAE checkpoint {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickled extras (argparse.Namespace, ...) are refused by weights_only
-        raise ValueError(f"cannot read {str(path)!r} as a weights-only torch checkpoint: {e}") from e
+    from iis.core.safe_load import safe_load  # never runs code from the file; pickled extras
+    # (argparse.Namespace, ...) become inert stand-ins
+
+    ckpt = safe_load(path, what="MAE checkpoint")
     sd = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{str(path)!r}: expected a dict with a 'model' state dict of tensors (MAE format)")

@@ -110,7 +110,7 @@ def test_load_errors(tmp_path):
         iis.load("simpleclick_vit_test", weights=w2)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a torch file")
-    with pytest.raises(WeightsMismatchError, match="not a torch state dict file"):
+    with pytest.raises(IISError, match="not a readable torch checkpoint"):
         iis.load("simpleclick_vit_test", weights=junk)
     with pytest.raises(ProtocolOptionError, match="training-free"):
         iis.load("random_walker", flip=True)

@@ -122,7 +122,7 @@ BAD_INPUTS = [
     (SC + ["--method-arg", "img_size"], "--method-arg 'img_size': expected KEY=VALUE"),
     (SC + ["--method-arg", "img_size=abc"], "--method-arg img_size='abc': simpleclick_vit_test expects int"),
     (RW + ["--method-arg", "beta=x"], "--method-arg beta='x': random_walker expects float"),
-    (SC + ["--weights", "{d}/text.pth"], "--weights {d}/text.pth: not a torch state dict file"),
+    (SC + ["--weights", "{d}/text.pth"], "--weights {d}/text.pth: not a readable torch checkpoint"),
     (SC + ["--weights", "{d}/missing.pth"], "--weights {d}/missing.pth: no such file"),
     (SC + ["--weights", "{d}/ritm.pth"], "does not fit model 'simpleclick_vit_test'"),
     (SC + ["--weights", "{d}/nano.pth"], "of another shape"),

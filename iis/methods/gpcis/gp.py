@@ -23,6 +23,11 @@ Forward (methods.md §3.4): X̄ = [upsample(L2norm(features)), normalised RGB] a
 f(x) = Φ(x)w + K(x, X_n)(K_nn + ε²I)⁻¹(u - Φ(X_n)w), with w = μ_w + σ_w ε (training) or μ_w (test) and
 u = m + 0.01 ε (training) or m (test), m = softplus(MLP_ξ(X_n))·y_n, y_n ∈ {+1, -1}.
 
+Click pixels X_n: as the authors' code, a click is read at its ``.long()``-truncated coordinates and a
+click outside the input is left out of the GP (``click_pixel="trunc"``, the default); ``"round"`` reads
+the nearest pixel. Under the gpcis protocol (zoom-in crop resized to 384) clicks are non-integer in the
+model's input, so the two readings pick different pixels from the second click on (docs/parity.md).
+
 Batching: clicks are padded to a common N; padded/invalid rows get an identity block in K_nn and a
 zero residual, so they contribute exactly nothing. An image without clicks therefore returns the prior
 Φ(x)w, and a batch without any click (N = 0) runs the same code on empty tensors.
@@ -44,22 +49,37 @@ _RFF = ("sin", "cos")
 _INITS = ("code", "paper")
 _SOLVERS = ("inverse", "cholesky")
 _VI = ("code", "paper")
+_CLICK_PIXEL = ("trunc", "round")
 
 
-def gather_click_features(x: torch.Tensor, clicks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Read per-click feature vectors at the exact (rounded, clamped) click pixels.
+def gather_click_features(x: torch.Tensor, clicks: torch.Tensor, mode: str = "round"
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Read per-click feature vectors at the click pixels.
 
     Args:
         x: ``(B, D, H, W)`` per-pixel features at input resolution.
         clicks: ``(B, N, 3)`` rows ``(x, y, label)`` in input pixels; label 1 / 0 / -1 (padding).
+        mode: ``"trunc"``: the authors' reading (``is_gp_model.py``, ``prepare_points_labels`` and
+            ``Pathwise_GP_update``): a click outside ``[0, W) x [0, H)`` is dropped, the others are read at
+            ``.long()``-truncated coordinates (the pixel whose square contains the point).
+            ``"round"``: the nearest pixel, clamped into the image (a click outside reads the border).
+            The two agree for integer clicks (training, the plain protocol); under the gpcis protocol clicks
+            are non-integer in crop coordinates (zoom-in + 384 resize), where they differ.
+            :class:`GPHead` uses ``"trunc"`` by default.
 
     Returns:
-        ``feats (B, N, D)``, ``labels (B, N)`` in {+1, -1} (0 on padding), ``valid (B, N)`` bool.
+        ``feats (B, N, D)``, ``labels (B, N)`` in {+1, -1} (0 on padding / dropped), ``valid (B, N)`` bool.
     """
+    if mode not in _CLICK_PIXEL:
+        raise ValueError(f"mode must be one of {_CLICK_PIXEL}, got {mode!r}")
     B, D, H, W = x.shape
     valid = (clicks[..., 2] >= 0) & torch.isfinite(clicks[..., :2]).all(-1)
-    cx = torch.nan_to_num(clicks[..., 0]).round().clamp(0, W - 1).long()
-    cy = torch.nan_to_num(clicks[..., 1]).round().clamp(0, H - 1).long()
+    px, py = torch.nan_to_num(clicks[..., 0]), torch.nan_to_num(clicks[..., 1])
+    if mode == "trunc":
+        valid = valid & (px >= 0) & (py >= 0) & (px < W) & (py < H)
+        cx, cy = px.clamp(0, W - 1).long(), py.clamp(0, H - 1).long()  # clamp only touches dropped clicks
+    else:
+        cx, cy = px.round().clamp(0, W - 1).long(), py.round().clamp(0, H - 1).long()
     idx = (cy * W + cx).unsqueeze(1).expand(B, D, -1)  # (B, D, N)
     feats = x.flatten(2).gather(2, idx).transpose(1, 2)
     labels = torch.where(clicks[..., 2] > 0.5, 1.0, -1.0).to(x.dtype) * valid.to(x.dtype)
@@ -100,6 +120,8 @@ class GPHead(nn.Module):
         learn_kernel: train the kernel scales (DKL-F); False is ablation (b) of Table 4.
         learn_prior: train Θ, τ, μ_w, σ_w (DKL-W); False is ablation (c) of Table 4.
         max_jitter: largest ε² tried when a factorisation reports failure (retry with 10x jitter).
+        click_pixel: where a click's feature is read (:func:`gather_click_features`): ``"trunc"`` (default,
+            the authors' ``.long()`` truncation; clicks outside the input are dropped) or ``"round"``.
 
     Attributes:
         eps2_override: when not None, used instead of train/test ε² (e.g. upstream's in-training click
@@ -109,11 +131,13 @@ class GPHead(nn.Module):
     def __init__(self, feat_dim: int = 48, num_rff: int = 256, mlp_hidden: int = 96, concat_rgb: bool = True,
                  rff: str = "sin", init: str = "code", solver: str = "inverse", solve_dtype: str = "float64",
                  vi_loss: str = "code", train_eps2: float = 1e-2, test_eps2: float = 1e-7, u_std: float = 0.01,
-                 learn_kernel: bool = True, learn_prior: bool = True, max_jitter: float = 1e-2):
+                 learn_kernel: bool = True, learn_prior: bool = True, max_jitter: float = 1e-2,
+                 click_pixel: str = "trunc"):
         super().__init__()
         for name, val, allowed in (("rff", rff, _RFF), ("init", init, _INITS), ("solver", solver, _SOLVERS),
                                    ("vi_loss", vi_loss, _VI), ("solve_dtype", solve_dtype,
-                                                               ("float64", "float32", "auto"))):
+                                                               ("float64", "float32", "auto")),
+                                   ("click_pixel", click_pixel, _CLICK_PIXEL)):
             if val not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
         if feat_dim < 1 or num_rff < 1:
@@ -124,6 +148,7 @@ class GPHead(nn.Module):
         self.rff, self.init, self.solver, self.solve_dtype, self.vi_loss = rff, init, solver, solve_dtype, vi_loss
         self.train_eps2, self.test_eps2, self.u_std = float(train_eps2), float(test_eps2), float(u_std)
         self.max_jitter = float(max_jitter)
+        self.click_pixel = click_pixel
         self.eps2_override: float | None = None
         in_dim = feat_dim + (3 if concat_rgb else 0)
         self.theta = nn.Linear(in_dim, num_rff)  # Θ (weight) and τ (bias), learnable (§4.3)
@@ -245,7 +270,7 @@ class GPHead(nn.Module):
         dev_type = feats.device.type if feats.device.type in ("cuda", "cpu", "mps", "xpu") else "cpu"
         with torch.autocast(device_type=dev_type, enabled=False):  # GP algebra in fp32 even under AMP
             x = self.features(feats, image_norm)
-            xn, y, valid = gather_click_features(x, clicks.float())
+            xn, y, valid = gather_click_features(x, clicks.float(), self.click_pixel)
             xf = x.flatten(2).transpose(1, 2)  # (B, HW, D)
             w = self.sample_w(sample)
             prior = self.phi(xf) @ w  # (B, HW)

@@ -13,7 +13,7 @@ Registered models (supplement: d and l per backbone):
   to ``hrnet_tiny`` / ``segformer_tiny``).
 
 Every builder forwards GP switches (``rff``, ``init``, ``solver``, ``solve_dtype``, ``vi_loss``,
-``train_eps2``, ``test_eps2``, ``concat_rgb``, ``learn_kernel``, ``learn_prior``; see
+``train_eps2``, ``test_eps2``, ``concat_rgb``, ``learn_kernel``, ``learn_prior``, ``click_pixel``; see
 :class:`~iis.methods.gpcis.gp.GPHead`) and segmentor overrides (``pretrained=path``, ...).
 """
 
@@ -31,7 +31,7 @@ from .gp import GPHead
 __all__ = ["GPCISModel", "build_gpcis", "GP_KEYS"]
 
 GP_KEYS = ("num_rff", "mlp_hidden", "concat_rgb", "rff", "init", "solver", "solve_dtype", "vi_loss", "train_eps2",
-           "test_eps2", "u_std", "learn_kernel", "learn_prior", "max_jitter")
+           "test_eps2", "u_std", "learn_kernel", "learn_prior", "max_jitter", "click_pixel")
 
 
 class GPCISModel(InteractiveModel):
