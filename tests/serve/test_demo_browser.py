@@ -1,6 +1,7 @@
 """The browser demo in a real headless Chromium (Debian's ``chromium``, driven by Playwright; skipped when
 either is missing): load the page, click on the sample's object, wait for the overlay, check the mask the
-page got covers the click, add a negative click, undo, and take a screenshot."""
+page got covers the click, take a screenshot, add a negative click, undo, move the threshold slider and
+upload an image."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from importlib import resources
 import numpy as np
 import pytest
 from iis_serve_helpers import decode_png_b64
+from PIL import Image
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
@@ -67,6 +69,16 @@ def test_demo_click_makes_a_mask(server, tmp_path):
             page.wait_for_function("document.body.dataset.state === 'ready' && window.iisDemo.clicks.length === 1",
                                    timeout=60_000)
             assert np.array_equal(decode_png_b64(page.evaluate("window.iisDemo.last.mask")) > 0, mask)
+
+            # the threshold slider asks again on release; an uploaded image replaces the sample
+            page.locator("#threshold").fill("0.8")
+            page.wait_for_function("document.body.dataset.state === 'ready' && window.iisDemo.last.threshold === 0.8",
+                                   timeout=60_000)
+            Image.fromarray(np.full((48, 64, 3), 200, np.uint8)).save(tmp_path / "upload.png")
+            page.set_input_files("#file", str(tmp_path / "upload.png"))
+            page.wait_for_function("document.body.dataset.state === 'idle' && window.iisDemo.width === 64",
+                                   timeout=30_000)
+            assert page.evaluate("window.iisDemo.clicks.length") == 0
         finally:
             browser.close()
     assert not problems, problems
