@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..api import Segmenter
@@ -128,6 +129,9 @@ def create_app(seg: Segmenter, cfg: ServeConfig | None = None) -> FastAPI:
         except RequestError as e:
             status = e.status
             return _error(e.status, str(e))
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer
+            status = 499
+            return Response(status_code=400)
         except Exception as e:  # noqa: BLE001 - a method failing on one request must not stop the server
             status = 500
             log.exception("%s %s: %s failed", request.method, request.url.path, seg.name)

@@ -72,6 +72,12 @@ def handler(context: Any, event: Any) -> Any:
     except RequestError as e:
         context.logger.info(f"iis: refused ({e.status}): {e}")
         return respond({"error": str(e)}, e.status)
+    except Exception as e:  # noqa: BLE001 - one line to CVAT, the traceback to the function's log
+        import traceback
+
+        context.logger.error(f"iis: {type(e).__name__} in the method:\n{traceback.format_exc()}")
+        first = str(e).splitlines()[0][:300] if str(e) else ""
+        return respond({"error": f"iis method failed on this request ({type(e).__name__}: {first})"}, 500)
     return respond(out, 200)
 
 

@@ -117,3 +117,15 @@ def test_generated_handler_answers_cvat(tmp_path, monkeypatch):
     assert bad.status_code == 400 and set(json.loads(bad.body)) == {"error"}
     bad = mod.handler(ctx, SimpleNamespace(body=b"{not json"))
     assert bad.status_code == 400
+    # a method that raises: one line (500) to CVAT, the traceback to the function's log
+
+    class Boom:
+        name = "boom"
+
+        def predict(self, *args, **kwargs):
+            raise RuntimeError("kaput\nmore")
+
+    ctx.user_data.segmenter = Boom()
+    resp = mod.handler(ctx, SimpleNamespace(body=body))
+    err = json.loads(resp.body)["error"]
+    assert resp.status_code == 500 and "kaput" in err and "\n" not in err
