@@ -18,8 +18,9 @@
 The task's image (``task["data"][<the Image tag's $value key>]``) is read from a ``data:`` URL, or from a
 file under ``ServeConfig.ls_root``: ``/data/local-files/?d=P`` (Label Studio's local-files storage:
 ``ls_root`` = its ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``), ``/data/upload/P`` (uploads:
-``ls_root/media/upload/P``, ``ls_root`` = Label Studio's data directory) or a plain relative path.
-Nothing else is read: no URL is fetched (http, s3, ...), and no path outside ``ls_root``.
+``ls_root/media/upload/P``, ``ls_root`` = Label Studio's data directory), the same two with Label
+Studio's host in front (``http://host:8080/data/...``: only the path is used), or a plain path. Nothing
+else is read: no URL is fetched (http, s3, ...), and no path outside ``ls_root``.
 """
 
 from __future__ import annotations
@@ -108,9 +109,12 @@ def resolve_task_image(ref: Any, cfg: ServeConfig) -> bytes:
     if ref[:5].lower() == "data:":
         return b64decode_field(ref, "task image")
     u = urllib.parse.urlsplit(ref)
-    if u.scheme or u.netloc:
+    ls_path = u.path.rstrip("/") == "/data/local-files" or u.path.startswith("/data/upload/")
+    if (u.scheme or u.netloc) and not (u.scheme in ("http", "https") and ls_path):
         raise invalid(f"{what}: a URL; this server fetches nothing over the network. Use data: URLs, or "
                       "Label Studio local-files storage / uploads with iis-serve --ls-root DIR")
+    # Label Studio's own file URLs (also with its host in front, when LABEL_STUDIO_HOST is set) name a file
+    # under its document root / data folder: read from --ls-root, never fetched
     if u.path.rstrip("/") == "/data/local-files":
         d = urllib.parse.parse_qs(u.query).get("d")
         if not d:

@@ -212,7 +212,8 @@ def test_labelstudio_contract(rw, rw_api, grabcut_samples, ls_root):
     Image.fromarray(s.image).save(ls_root / "img.png")
     (ls_root / "media" / "upload" / "3").mkdir(parents=True, exist_ok=True)
     Image.fromarray(s.image).save(ls_root / "media" / "upload" / "3" / "a b.png")
-    for ref_url in ("/data/local-files/?d=img.png", "/data/upload/3/a%20b.png", "img.png"):
+    for ref_url in ("/data/local-files/?d=img.png", "/data/upload/3/a%20b.png", "img.png",
+                    "http://localhost:8080/data/local-files/?d=img.png"):  # Label Studio's host: path only
         status, out2 = rw.post("/labelstudio/predict", _ls_request(ref_url, pts, W, H))
         assert status == 200, (ref_url, out2)
         assert out2["results"][0]["result"][0]["value"]["rle"] == region["value"]["rle"]
