@@ -129,7 +129,8 @@ def _resolve_protocol(base: EvalProtocol, *, dataset: str | None, threshold: flo
 def load(method: str | Path, *, weights: str | Path | None = None, device: str | torch.device = "cpu",
          protocol: str | EvalProtocol | None = None, dataset: str | None = None, threshold: float | None = None,
          zoom_in: bool | ZoomIn | Mapping[str, Any] | None = None, flip: bool | None = None,
-         kwargs: Mapping[str, Any] | None = None, precision: str = "fp32", cache_size: int = 4) -> "Segmenter":
+         kwargs: Mapping[str, Any] | None = None, precision: str = "fp32", cache_size: int = 4,
+         cache_bytes: int | None = None) -> "Segmenter":
     """Load an interactive segmenter.
 
     Args:
@@ -149,6 +150,7 @@ def load(method: str | Path, *, weights: str | Path | None = None, device: str |
         kwargs: builder keyword arguments (as ``iis-eval --method-arg``), e.g. ``{"sd2_path": ...}``.
         precision: ``fp32`` (default), ``bf16`` or ``fp16`` autocast for models (as ``iis-eval --precision``).
         cache_size: images whose image-only state (M2N2 attention, upsampler, Markov maps) is kept (LRU).
+        cache_bytes: and at most this many bytes of their arrays (None: no bound beyond ``cache_size``).
 
     Raises:
         UnknownMethodError, WeightsMismatchError, ProtocolOptionError (all ``ValueError``),
@@ -182,7 +184,7 @@ def load(method: str | Path, *, weights: str | Path | None = None, device: str |
             proto = _resolve_protocol(base, dataset=dataset, threshold=threshold, zoom_in=zoom_in, flip=flip,
                                       is_model=True, name=name)
             return Segmenter(model, proto, name=path.name, device="cpu", desc={"onnx": str(path), **model.meta},
-                             cache_size=cache_size)
+                             cache_size=cache_size, cache_bytes=cache_bytes)
         built = build_method(ckpt=path)
     else:
         models, preds = list_models(), list_predictors()
@@ -211,7 +213,7 @@ def load(method: str | Path, *, weights: str | Path | None = None, device: str |
     if not built.is_model and hasattr(obj, "to"):
         obj.to(device)  # as iis.eval.runner.evaluate_step does
     return Segmenter(obj, proto, name=built.title, device=device, desc=built.desc, note=built.note,
-                     cache_size=cache_size, dtype=dtype, is_model=built.is_model)
+                     cache_size=cache_size, cache_bytes=cache_bytes, dtype=dtype, is_model=built.is_model)
 
 
 class Segmenter:
@@ -228,7 +230,7 @@ class Segmenter:
 
     def __init__(self, obj: Any, protocol: EvalProtocol, *, name: str, device: str | torch.device = "cpu",
                  desc: dict[str, Any] | None = None, note: str | None = None, cache_size: int = 4,
-                 dtype: torch.dtype | None = None, is_model: bool | None = None):
+                 cache_bytes: int | None = None, dtype: torch.dtype | None = None, is_model: bool | None = None):
         self.name, self.protocol, self.device = name, protocol, torch.device(device)
         self.desc, self.note, self.dtype = dict(desc or {}), note, dtype
         self.is_model = bool(is_model) if is_model is not None else not hasattr(obj, "set_image")
@@ -236,7 +238,7 @@ class Segmenter:
             obj = obj.eval().to(self.device)
         self._obj = obj
         self._lock = threading.RLock()
-        self._cache = ImageStateCache(cache_size)
+        self._cache = ImageStateCache(cache_size, cache_bytes)
 
     def __repr__(self) -> str:
         kind = "model" if self.is_model else "training-free"
@@ -279,8 +281,8 @@ class Segmenter:
                 self._predictor_for(image, key)
         return key
 
-    def cache_info(self) -> dict[str, int]:
-        """Image-state LRU statistics (``size``, ``maxsize``, ``hits``, ``misses``)."""
+    def cache_info(self) -> dict[str, int | None]:
+        """Image-state LRU statistics (``size``, ``maxsize``, ``hits``, ``misses``, ``nbytes``, ``max_bytes``)."""
         return self._cache.info()
 
     def clear_cache(self) -> None:
