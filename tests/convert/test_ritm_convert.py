@@ -37,8 +37,8 @@ def shapes_of(manifest: str) -> dict[str, tuple[int, ...]]:
 
 def random_state_dict(manifest: str, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.randint(0, 100, s, generator=g) if k.endswith("num_batches_tracked") else torch.randn(s, generator=g)
-            for k, s in shapes_of(manifest).items()}
+    return {k: torch.randint(0, 100, s, generator=g) if k.endswith("num_batches_tracked")
+            else torch.randn(s, generator=g) for k, s in shapes_of(manifest).items()}
 
 
 def test_family_interface():
@@ -70,7 +70,8 @@ def test_names_map_one_to_one_onto_the_iis_layout():
     shapes = shapes_of("ritm_hrnet18_itermask")
     names = {k: official_to_iis_key(k) for k in shapes}
     assert None not in names.values() and len(set(names.values())) == len(names)
-    assert names["feature_extractor.stage4.2.fuse_layers.3.0.2.0.weight"] == "backbone.stage4.2.fuse_layers.3.0.2.0.weight"
+    fuse = "stage4.2.fuse_layers.3.0.2.0.weight"
+    assert names[f"feature_extractor.{fuse}"] == f"backbone.{fuse}"
     assert names["feature_extractor.ocr_distri_head.object_context_block.f_pixel.3.0.running_var"] == \
         "head.attention.query.4.running_var"
     assert names["feature_extractor.ocr_distri_head.conv_bn_dropout.1.0.num_batches_tracked"] == \

@@ -30,8 +30,9 @@ class RITM(IISModule):
     def __init__(self, model: str = "ritm_hrnet18", lr: float = 5e-4, lr_mult: dict[str, float] | None = None,
                  milestones: list[int] | None = None, protocol: str | None = None, loss: str = "nfl",
                  aux_weight: float = 0.4, **kwargs: Any):
-        super().__init__(model=model, lr=lr, lr_mult=lr_mult, milestones=[200, 220] if milestones is None else milestones,
-                         protocol=protocol or "ritm", loss=loss, **kwargs)
+        milestones = [200, 220] if milestones is None else milestones
+        super().__init__(model=model, lr=lr, lr_mult=lr_mult, milestones=milestones, protocol=protocol or "ritm",
+                         loss=loss, **kwargs)
         if lr_mult is None:
             self.hparams.lr_mult = dict(getattr(self.model, "default_lr_mult", {}))
         if protocol is None:
