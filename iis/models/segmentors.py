@@ -12,11 +12,11 @@ to the backbone activations after the first stem block (protocol.md §D.3):
   LeakyReLU(0.2), 3x3 (16->128), added after the stem's conv1+bn1+relu (1/2 res) before the max-pool.
   Upstream's stem makes 256 channels and crops them to 128 by a negative pad; we build 128 directly (the
   dropped 128 channels never reach the output; 18k fewer parameters).
-* ``hrnet18s``: timm ``hrnet_w18_small_v2`` (= RITM's ``HighResolutionNet(width=18, small=True)``: stage1
-  2 bottlenecks, stages 2/3/4 with 1/3/2 modules of 2 blocks, widths 18/36/72/144) without OCR; the four
-  branches are upsampled to 1/4 and concatenated (270 ch), then RITM's no-OCR head 1x1+BN+ReLU and a 1x1
-  conv to ``feat_dim``. Click stem (RITM HRNet): 1x1 (3->16), LeakyReLU, 3x3 s2 (16->64), added after
-  conv1+bn1+relu.
+* ``hrnet18s``: HRNet-W18-Small-v2 (:class:`iis.models.hrnet.HRNet` with ``small=True``: stage 1 with 2
+  bottlenecks, stages 2/3/4 with 1/3/2 modules of 2 blocks, widths 18/36/72/144; RITM's fuse upsampling)
+  without OCR; the four branches are upsampled to 1/4 and concatenated (270 ch), then a 1x1 conv + BN +
+  ReLU and a 1x1 conv to ``feat_dim``. Click stem (RITM HRNet): 1x1 (3->16), LeakyReLU, 3x3 s2 (16->64),
+  added after conv1+bn1+relu. (The authors' RITM HRNets, with OCR, are in :mod:`iis.methods.ritm`.)
 * ``segformer_b0``: transformers ``SegformerModel`` with MiT-b0 sizes and its all-MLP decode head (256)
   whose classifier is a 1x1 conv to ``feat_dim``. Click stem (FocalClick): 3x3 s2 (3->16), LeakyReLU,
   3x3 s2 (16->32), added to the stage-1 patch embedding before its transformer blocks.
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iis.models.base import disk_maps, normalize_image
+from iis.models.hrnet import HRNet, concat_branches
 
 __all__ = ["ScaleLayer", "encode_clicks", "load_backbone_weights", "DeepLabV3PlusSegmentor",
            "HRNetSegmentor", "SegFormerSegmentor", "SEGMENTORS", "build_segmentor", "xavier_gluon_"]
@@ -195,25 +196,26 @@ class DeepLabV3PlusSegmentor(nn.Module):
 
 
 class HRNetSegmentor(nn.Module):
-    """timm HRNet (features, no OCR) with RITM's click fusion and no-OCR head, features at 1/4.
+    """HRNet (no OCR) with RITM's click fusion and a 1x1 head, features at 1/4.
 
     Args:
-        variant: timm HRNet name (``hrnet_w18_small_v2`` = RITM HRNet-18s).
+        width, small, **hrnet: :class:`iis.models.hrnet.HRNet` arguments (``width=18, small=True`` =
+            HRNet-W18-Small-v2; tiny variants override ``num_blocks``, ``num_modules``, ...).
         feat_dim: output features.
-        pretrained: optional local path to timm weights of ``variant``.
-        **cfg: timm architecture overrides (``stem_width``, ``stage1``..``stage4``), for tiny variants.
+        pretrained: optional local path to HRNet ImageNet weights (HRNet-Image-Classification or timm
+            key names, which are the same).
     """
 
     stride = 4
 
-    def __init__(self, variant: str = "hrnet_w18_small_v2", feat_dim: int = 48, pretrained: str | None = None, **cfg):
+    def __init__(self, width: int = 18, small: bool = True, feat_dim: int = 48, pretrained: str | None = None,
+                 **hrnet):
         super().__init__()
-        import timm
-        self.backbone = timm.create_model(variant, pretrained=False, features_only=True, feature_location="", **cfg)
-        stem_ch = self.backbone.conv1.out_channels
-        ch = sum(self.backbone.feature_info.channels()[1:])  # the four branches (index 0 is the stem)
+        self.backbone = HRNet(width, small, **hrnet)
+        ch = self.backbone.out_channels
         self.maps_transform = nn.Sequential(nn.Conv2d(3, 16, 1), nn.LeakyReLU(0.2),
-                                            nn.Conv2d(16, stem_ch, 3, stride=2, padding=1), ScaleLayer(0.05))
+                                            nn.Conv2d(16, self.backbone.stem_channels, 3, stride=2, padding=1),
+                                            ScaleLayer(0.05))
         self.head = nn.Sequential(nn.Conv2d(ch, ch, 1), nn.BatchNorm2d(ch), nn.ReLU(inplace=True),
                                   nn.Conv2d(ch, feat_dim, 1))
         self.out_channels = feat_dim
@@ -222,18 +224,7 @@ class HRNetSegmentor(nn.Module):
             load_backbone_weights(self.backbone, pretrained)
 
     def forward(self, image_norm: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        bb = self.backbone
-        H, W = image_norm.shape[-2:]
-        # timm's fuse layers upsample by fixed factors, so pad (bottom/right) to a multiple of 32
-        pad = (0, -W % 32, 0, -H % 32)
-        if any(pad):
-            image_norm, coords = F.pad(image_norm, pad), F.pad(coords, pad)
-        x = bb.act1(bb.bn1(bb.conv1(image_norm))) + self.maps_transform(coords)
-        x = bb.act2(bb.bn2(bb.conv2(x)))
-        ys = bb.stages(x)
-        size = ys[0].shape[-2:]
-        ys = [ys[0]] + [F.interpolate(y, size=size, mode="bilinear", align_corners=True) for y in ys[1:]]
-        return self.head(torch.cat(ys, 1))[..., : -(-H // 4), : -(-W // 4)]
+        return self.head(concat_branches(self.backbone(image_norm, self.maps_transform(coords))))
 
 
 class SegFormerSegmentor(nn.Module):
@@ -277,27 +268,17 @@ class SegFormerSegmentor(nn.Module):
         return self.decoder(outs)
 
 
-_TINY_HRNET = dict(
-    stem_width=16,
-    stage1=dict(num_modules=1, num_branches=1, block_type="BOTTLENECK", num_blocks=(1,), num_channels=(8,),
-                fuse_method="SUM"),
-    stage2=dict(num_modules=1, num_branches=2, block_type="BASIC", num_blocks=(1, 1), num_channels=(4, 8),
-                fuse_method="SUM"),
-    stage3=dict(num_modules=1, num_branches=3, block_type="BASIC", num_blocks=(1, 1, 1), num_channels=(4, 8, 16),
-                fuse_method="SUM"),
-    stage4=dict(num_modules=1, num_branches=4, block_type="BASIC", num_blocks=(1, 1, 1, 1),
-                num_channels=(4, 8, 16, 32), fuse_method="SUM"),
-)
+# tiny HRNet for fast tests: widths 4/8/16/32, one block and one module per stage
+_TINY_HRNET = dict(width=4, small=True, num_blocks=1, num_modules=(1, 1, 1), stem_channels=16, stage1_planes=8)
 
 # name -> (class, default kwargs); builder kwargs override these
 SEGMENTORS: dict[str, tuple[type, dict]] = {
     "deeplab_r50": (DeepLabV3PlusSegmentor, {}),
-    "hrnet18s": (HRNetSegmentor, {"variant": "hrnet_w18_small_v2"}),
-    "hrnet18": (HRNetSegmentor, {"variant": "hrnet_w18"}),
+    "hrnet18s": (HRNetSegmentor, {"width": 18, "small": True}),
     "segformer_b0": (SegFormerSegmentor, {}),
     "deeplab_tiny": (DeepLabV3PlusSegmentor, dict(layers=(1, 1, 1, 1), bottleneck=False, channels=(8, 16, 16, 16),
                                                   stem_width=8, aspp_ch=16, skip_ch=8, feat_dim=8)),
-    "hrnet_tiny": (HRNetSegmentor, dict(variant="hrnet_w18_small", feat_dim=8, **_TINY_HRNET)),
+    "hrnet_tiny": (HRNetSegmentor, dict(feat_dim=8, **_TINY_HRNET)),
     "segformer_tiny": (SegFormerSegmentor, dict(feat_dim=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1],
                                                 num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16)),
 }

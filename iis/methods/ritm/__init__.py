@@ -1,5 +1,5 @@
-"""RITM-style baselines on the GPCIS backbones (see README.md)."""
+"""RITM: the authors' HRNet-OCR models and RITM on the GPCIS backbones (see README.md)."""
 
-from .model import RITMModel, build_ritm
+from .model import RITMHRNetModel, SegmentorRITMModel, build_ritm_hrnet, build_segmentor_ritm
 
-__all__ = ["RITMModel", "build_ritm"]
+__all__ = ["RITMHRNetModel", "SegmentorRITMModel", "build_ritm_hrnet", "build_segmentor_ritm"]
