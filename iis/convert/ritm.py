@@ -179,4 +179,5 @@ def convert(sd: dict[str, torch.Tensor], model_name: str) -> tuple[dict[str, tor
     return out, report
 
 
-FAMILY = Family(name="official-ritm", protocol="ritm", matches=matches, infer_model=infer_model, convert=convert)
+FAMILY = Family(name="official-ritm", protocol="ritm", matches=matches, infer_model=infer_model, convert=convert,
+                models=("ritm_hrnet18", "ritm_hrnet18s", "ritm_hrnet32", "ritm_hrnet18_baseline"), title="RITM")

@@ -118,7 +118,12 @@ def _inputs(model: nn.Module, batch: int, n: int, size: tuple[int, int], seed: i
     g = torch.Generator().manual_seed(seed)
     H, W = size
     image = torch.rand(batch, 3, H, W, generator=g)
-    xy = torch.rand(batch, n, 2, generator=g) * torch.tensor([W - 1.0, H - 1.0])
+    # clicks in distinct pixels (sub-pixel offsets kept), as a session's clicks are: two clicks read at one
+    # pixel make GPCIS's kernel matrix singular up to its 1e-7 jitter, and any two solvers then disagree
+    cells = torch.stack([torch.randperm(H * W, generator=g)[:n] for _ in range(batch)])
+    frac = torch.rand(batch, n, 2, generator=g) * 0.999
+    xy = torch.stack([cells % W, cells // W], -1).float() + frac
+    xy = torch.minimum(xy, torch.tensor([W - 1.0, H - 1.0]))
     lab = torch.randint(0, 2, (batch, n, 1), generator=g).float()
     lab[:, 0] = 1.0  # a first positive click, as in every session
     clicks = torch.cat([xy, lab], -1)

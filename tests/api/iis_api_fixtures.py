@@ -19,8 +19,18 @@ def sharpened_weights(name: str, path: Path, gain: float = 300.0, seed: int = 0)
     m = iis.create_model(name).eval()
     last = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d) and mod.out_channels == 1][-1]
     with torch.no_grad():
+        for n, p in m.named_parameters():  # RITM-style click stems start at |scale| 0.05: let clicks matter
+            if n.startswith("maps_transform.") and n.endswith(".scale"):
+                p.fill_(5.0)
         last.weight.mul_(gain)
         last.bias.zero_()
+        # centre the logits (median over a random image) so that models whose features are all positive
+        # (e.g. after a ReLU) do not predict one class everywhere
+        g = torch.Generator().manual_seed(seed)
+        image = torch.rand(1, 3, 96, 96, generator=g)
+        clicks = torch.tensor([[[48.0, 48.0, 1.0]]])
+        prev = torch.zeros(1, 1, 96, 96) if getattr(m, "with_prev_mask", True) else None
+        last.bias.fill_(-float(m(image, clicks, prev).median()))
     torch.save(m.state_dict(), path)
     return path
 

@@ -19,7 +19,7 @@ from iis.export import PARITY_RTOL, ExportError, export_onnx, export_torchscript
 
 from iis_api_fixtures import sharpened_weights  # noqa: E402  (tests/api, put on the path by conftest.py)
 
-FAMILIES = ["simpleclick_vit_test", "ritm_test", "gpcis_test", "cplot_test", "adaptiveclick_test"]
+FAMILIES = ["simpleclick_vit_test", "ritm_hrnet_test", "gpcis_test", "cplot_test", "adaptiveclick_test"]
 
 
 def _check(rep):
@@ -31,16 +31,16 @@ def _check(rep):
 
 @pytest.fixture(scope="module")
 def ritm_export(tmp_path_factory):
-    """ritm_test (sharpened random weights) exported once by the CLI: (weights, onnx path, stdout)."""
+    """ritm_hrnet_test (sharpened random weights) exported once by the CLI: (weights, onnx path, stdout)."""
     import contextlib
     import io
 
     d = tmp_path_factory.mktemp("ritm_export")
-    w = sharpened_weights("ritm_test", d / "ritm_test.pth")
-    out = d / "ritm_test.onnx"
+    w = sharpened_weights("ritm_hrnet_test", d / "ritm_hrnet_test.pth")
+    out = d / "ritm_hrnet_test.onnx"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = export_main(["--method", "ritm_test", "--weights", str(w), "--format", "onnx", "--out", str(out),
+        rc = export_main(["--method", "ritm_hrnet_test", "--weights", str(w), "--format", "onnx", "--out", str(out),
                           "--size", "64"])
     assert rc == 0
     return w, out, buf.getvalue()
@@ -52,29 +52,29 @@ def test_cli_onnx(ritm_export):
     from iis.runtime import read_metadata
 
     meta = read_metadata(out)
-    assert meta["model"]["name"] == "ritm_test" and meta["protocol"] == "ritm"
+    assert meta["model"]["name"] == "ritm_hrnet_test" and meta["protocol"] == "ritm"
     assert meta["input_size"] is None and meta["opset"] >= 17 and meta["custom_ops"] == []
-    assert sorted(p.name for p in out.parent.iterdir()) == ["ritm_test.onnx", "ritm_test.pth"]  # no temporaries
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ritm_hrnet_test.onnx", "ritm_hrnet_test.pth"]  # no temporaries
 
 
 def test_cli_errors(tmp_path, capsys):
     assert export_main(["--method", "random_walker", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "training-free" in capsys.readouterr().err
-    assert export_main(["--method", "ritm_test", "--out", str(tmp_path / "no" / "x.onnx"), "--size", "64"]) == 2
+    assert export_main(["--method", "ritm_hrnet_test", "--out", str(tmp_path / "no" / "x.onnx"), "--size", "64"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("iis-export: error: ") and "does not exist" in err and err.count("\n") == 1
-    assert export_main(["--method", "ritm_test", "--opset", "13", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert export_main(["--method", "ritm_hrnet_test", "--opset", "13", "--out", str(tmp_path / "x.onnx")]) == 2
     assert ">= 17" in capsys.readouterr().err
 
 
 def test_torchscript_ritm(tmp_path):
     torch.manual_seed(0)
-    m = iis.create_model("ritm_test")
+    m = iis.create_model("ritm_hrnet_test")
     rep = export_torchscript(m, tmp_path / "r.pt", size=64)
     _check(rep)
     extra = {"iis.json": ""}
     loaded = torch.jit.load(str(tmp_path / "r.pt"), _extra_files=extra)
-    assert json.loads(extra["iis.json"])["model"]["name"] == "ritm_test"
+    assert json.loads(extra["iis.json"])["model"]["name"] == "ritm_hrnet_test"
     x, c, p = torch.rand(1, 3, 64, 64), torch.tensor([[[10.0, 20.0, 1.0], [30.0, 5.0, 0.0]]]), torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         assert torch.allclose(loaded(x, c, p), m.eval()(x, c, p), atol=1e-6)
@@ -108,7 +108,7 @@ def test_parity_failure_writes_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ex, "parity_check", off_by_a_lot)
     with pytest.raises(ExportError, match="nothing written") as e:
-        export_torchscript(iis.create_model("ritm_test"), tmp_path / "r.pt", size=64)
+        export_torchscript(iis.create_model("ritm_hrnet_test"), tmp_path / "r.pt", size=64)
     assert e.value.report is not None and not e.value.report.passed
     assert list(tmp_path.iterdir()) == []
 
@@ -142,7 +142,7 @@ def _runtime_vs_pytorch(name, weights, onnx_path, sample):
 
 def test_runtime_masks_equal_pytorch(ritm_export, grabcut_sample):
     w, out, _ = ritm_export
-    _runtime_vs_pytorch("ritm_test", w, out, grabcut_sample)
+    _runtime_vs_pytorch("ritm_hrnet_test", w, out, grabcut_sample)
 
 
 @pytest.mark.slow

@@ -77,7 +77,8 @@ def gather_click_features(x: torch.Tensor, clicks: torch.Tensor, mode: str = "ro
     px, py = torch.nan_to_num(clicks[..., 0]), torch.nan_to_num(clicks[..., 1])
     if mode == "trunc":
         valid = valid & (px >= 0) & (py >= 0) & (px < W) & (py < H)
-        cx, cy = px.clamp(0, W - 1).long(), py.clamp(0, H - 1).long()  # clamp only touches dropped clicks
+        # floor == .long() truncation here (px, py >= 0 once clamped); explicit so ONNX export keeps it exact
+        cx, cy = px.clamp(0, W - 1).floor().long(), py.clamp(0, H - 1).floor().long()  # clamp: dropped clicks only
     else:
         cx, cy = px.round().clamp(0, W - 1).long(), py.round().clamp(0, H - 1).long()
     idx = (cy * W + cx).unsqueeze(1).expand(B, D, -1)  # (B, D, N)
