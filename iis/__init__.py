@@ -2,8 +2,16 @@
 
 __version__ = "0.1.0"
 
+import importlib as _importlib  # noqa: E402
+
 from .core.types import Click  # noqa: E402
+from .models import registry as _registry  # noqa: E402
 from .models.registry import create_model, create_predictor, list_models, list_predictors  # noqa: E402
+
+# Registration: every method package registers its models/predictors when imported. The registry (a
+# lower layer) imports nothing upward; this top-level package tells it what to import, lazily, so that
+# `import iis.core` stays light and `create_model` still finds every method.
+_registry.add_loader(lambda: _importlib.import_module("iis.methods"))
 
 __all__ = ["Click", "create_model", "create_predictor", "list_models", "list_predictors", "__version__"]
 

@@ -119,8 +119,9 @@ def _target(name: str) -> tuple[tuple, dict[str, tuple[int, ...]]]:
 
 
 def _candidates() -> list[str]:
-    from ..methods.ritm.model import RITM_HRNETS
-    return list(RITM_HRNETS)
+    from ..models.registry import list_models  # the registry, not iis.methods: convert sits below methods
+
+    return list_models("ritm_hrnet*")
 
 
 def infer_model(shapes: Shapes) -> tuple[str, dict[str, Any]]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 from .clicker import get_clicker
+from .metrics import invalid_click
 from .metrics import iou as iou_fn
 from .predictor import Predictor
 from .protocol import EvalProtocol
@@ -51,7 +52,7 @@ class InstanceResult:
     id: str
     ious: list[float] = field(default_factory=list)
     clicks: list[Click] = field(default_factory=list)
-    noic: int = 0  # clicks whose own pixel the following prediction got wrong (GPCIS §5.1)
+    noic: int = 0  # invalid clicks so far (iis.core.metrics.invalid_click, GPCIS §5.1)
     latency: float = 0.0  # seconds spent inside predictor.predict (all clicks)
     preds: list[np.ndarray] | None = None  # binary masks after each click, when requested
 
@@ -97,8 +98,7 @@ def run_instance(predictor: Predictor, image: np.ndarray, gt: np.ndarray, protoc
         probs = predictor.predict(s.res.clicks)
         s.res.latency += time.perf_counter() - t0
         s.pred = probs > protocol.threshold
-        c = s.res.clicks[-1]
-        s.res.noic += int(bool(s.pred[int(c.y), int(c.x)]) != c.positive)
+        s.res.noic += int(invalid_click(s.res.clicks[-1], s.pred))
         s.res.ious.append(iou_fn(gt, s.pred, protocol.ignore_as_background))
         if keep_preds:
             s.res.preds.append(s.pred)

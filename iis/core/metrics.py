@@ -8,7 +8,7 @@ import numpy as np
 
 from .types import Click
 
-__all__ = ["iou", "noc", "nof", "miou_curve", "noic", "NOC_THRESHOLDS", "summarize"]
+__all__ = ["iou", "noc", "nof", "miou_curve", "invalid_click", "noic", "NOC_THRESHOLDS", "summarize"]
 
 NOC_THRESHOLDS = (0.80, 0.85, 0.90, 0.95)
 
@@ -64,14 +64,15 @@ def miou_curve(all_ious: Sequence[Sequence[float]], max_clicks: int) -> list[flo
     return [float(v) for v in np.asarray([list(x)[:max_clicks] for x in all_ious], np.float64).mean(0)]
 
 
+def invalid_click(click: Click, pred_after: np.ndarray) -> bool:
+    """GPCIS §5.1: a click is invalid when the prediction that followed it misclassifies its own pixel."""
+    return bool(pred_after[int(click.y), int(click.x)]) != bool(click.positive)
+
+
 def noic(clicks: Sequence[Click], preds_after: Sequence[np.ndarray]) -> int:
-    """Number of invalid clicks (GPCIS §5.1): clicks whose own pixel is misclassified by the prediction
-    that followed them. ``preds_after[k]`` is the binary mask produced after click ``k``."""
-    bad = 0
-    for c, p in zip(clicks, preds_after):
-        if bool(p[int(c.y), int(c.x)]) != bool(c.positive):
-            bad += 1
-    return bad
+    """Number of invalid clicks (:func:`invalid_click`); ``preds_after[k]`` is the binary mask produced
+    after click ``k``."""
+    return sum(invalid_click(c, p) for c, p in zip(clicks, preds_after))
 
 
 def summarize(all_ious: Sequence[Sequence[float]], max_clicks: int, total_clicks: int | None = None,

@@ -22,7 +22,7 @@ Predictions
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,9 +33,7 @@ __all__ = [
     "GT_IGNORE",
     "PAD_LABEL",
     "Sample",
-    "clicks_to_array",
     "check_image",
-    "check_gt",
 ]
 
 GT_OBJECT, GT_BACKGROUND, GT_IGNORE = 1, 0, -1
@@ -65,25 +63,8 @@ class Sample:
     id: str
 
 
-def clicks_to_array(clicks: Sequence[Click], pad_to: int | None = None) -> np.ndarray:
-    """Clicks -> float32 ``(N, 3)`` rows ``(x, y, label)``, padded with ``(-1, -1, -1)`` rows."""
-    n = max(len(clicks), pad_to or 0)
-    out = np.full((n, 3), PAD_LABEL, dtype=np.float32)
-    for i, c in enumerate(clicks):
-        out[i] = (c.x, c.y, 1.0 if c.positive else 0.0)
-    return out
-
-
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         got = getattr(image, "shape", None), getattr(image, "dtype", type(image))
         raise ValueError(f"{name}: expected a uint8 RGB array of shape (H, W, 3), got {got}")
     return image
-
-
-def check_gt(gt: np.ndarray, name: str = "gt") -> np.ndarray:
-    if not isinstance(gt, np.ndarray) or gt.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D int8 mask, got shape {getattr(gt, 'shape', None)}")
-    if gt.dtype != np.int8:
-        raise ValueError(f"{name}: expected dtype int8 with values {{1, 0, -1}}, got {gt.dtype}")
-    return gt

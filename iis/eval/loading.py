@@ -200,6 +200,50 @@ def _create(name: str, fn: Callable[..., Any], create: Callable[..., Any], kw: d
         raise IISError(f"--method-arg {key}: {name} does not take it; {_accepted(name, fn)}") from None
 
 
+def _value_fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits ``hint`` where the hint is simple (int, float, bool, str, None, Literal, unions
+    and tuples of those); other hints pass (the builder decides)."""
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None) or hint is None:
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_value_fits(value, a) for a in args)
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_value_fits(v, a) for v, a in zip(value, args))
+        return all(_value_fits(v, args[0]) for v in value) if args else True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _check_option_types(name: str, options: type | None, kw: dict[str, Any]) -> None:
+    """One line for a model option of the wrong type (its TypedDict says which), before building."""
+    import typing
+
+    if options is None:
+        return
+    hints = typing.get_type_hints(options)
+    for k, v in kw.items():
+        if k in hints and not _value_fits(v, hints[k]):
+            shown = getattr(hints[k], "__name__", None) or str(hints[k]).replace("typing.", "")
+            raise IISError(f"--method-arg {k}={v!r}: {name} expects {shown}")
+
+
 def build_method(method: str | None = None, *, ckpt: str | Path | None = None, weights: str | Path | None = None,
                  kwargs: dict[str, Any] | None = None) -> BuiltMethod:
     """Build a training-free method, a registered model (optionally with ``weights``) or a checkpoint.
@@ -246,7 +290,13 @@ def build_method(method: str | None = None, *, ckpt: str | Path | None = None, w
                 sd = clean_state_dict(sd)
         else:
             note = RANDOM_INIT_NOTE
-        model = _create(method, model_entry(method), create_model, kw)
+        allowed = model_entry(method).option_names()  # the model's registered (typed) options
+        unknown = sorted(set(kw) - set(allowed)) if allowed is not None else []
+        if unknown:
+            raise IISError(f"--method-arg {unknown[0]}: {method} does not take it; accepted keys of {method}: "
+                           f"{', '.join(allowed)}")
+        _check_option_types(method, model_entry(method).options, kw)
+        model = create_model(method, **kw)
         if sd is not None:
             load_fitting(model, sd, f"--weights {weights}", method)
         desc: dict[str, Any] = {"method": method, "kwargs": kw, "weights": str(weights) if weights else None,

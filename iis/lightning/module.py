@@ -9,37 +9,48 @@ needs them, the model's ``forward_train`` outputs).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 
 from ..core.clicker import training_clicks
+from ..core.errors import IISError
 from ..core.loop import interactive_loop
+from ..core.protocol import PRESETS
 from ..models.losses import build_loss
-from ..models.registry import create_model
+from ..models.registry import PRETRAINED_KEY, create_model
 
-__all__ = ["IISModule"]
+__all__ = ["IISModule", "LossName", "NO_PRETRAINED"]
 
-MAX_POINTS = 24  # slots per sign in the sampler's point tensor (protocol.md §C.4)
+# names of iis.models.losses.LOSSES (a test keeps them equal), typed so a misspelt loss fails at parse time
+LossName = Literal["bce", "wbce", "balanced_ce", "soft_iou", "focal", "nfl", "poly", "afl", "dice"]
+NO_PRETRAINED = "none"  # `pretrained: none`: start from random weights on purpose
 
 
 class IISModule(L.LightningModule):
     """Base module: model from the registry + loss from the zoo + Adam/MultiStep.
 
+    Every default of a recipe lives in one signature: this one for the shared loop, a method's module for
+    its own (lr, schedule, model size); the experiment files only state what differs.
+
     Args:
         model: registered model name (``iis.list_models()``).
-        model_kwargs: keyword arguments of the model builder (e.g. ``pretrained`` path).
+        model_kwargs: keyword options of the model builder (checked against the model's registered options).
+        pretrained: local file of the backbone weights the builder loads (an MAE checkpoint for the ViTs, an
+            ImageNet state dict for the GPCIS/RITM backbones), or ``none`` to train from random weights.
+            ``iis-train`` refuses to start a model registered with expected weights while this is unset.
         loss: loss name from ``iis.models.losses.LOSSES`` (NFL for SimpleClick, protocol.md §D.5).
         loss_kwargs: keyword arguments of the loss.
         lr: Adam learning rate (5e-5 for SimpleClick ViTs, protocol.md §C.7).
         lr_mult: ``{parameter-name prefix: multiplier}``, e.g. ``{"backbone": 0.1}`` (RITM/GPCIS).
         betas, weight_decay: Adam settings (reference: (0.9, 0.999), no weight decay).
-        milestones, gamma: MultiStepLR, stepped once per epoch.
+        milestones, gamma: MultiStepLR, stepped once per epoch; no milestones = constant lr.
         max_num_next_clicks: extra simulated clicks per batch are drawn from 0..this (inclusive).
         click_thresh: probability threshold of the training clicker (0.49).
-        protocol: evaluation preset stored in checkpoints for ``iis-eval --ckpt``.
+        protocol: evaluation preset stored in checkpoints for ``iis-eval --ckpt``; None = the model's own
+            ``default_protocol``.
         seed: seeds the per-step random draws, so a resumed run repeats them.
     """
 
@@ -47,27 +58,37 @@ class IISModule(L.LightningModule):
         self,
         model: str = "simpleclick_vit_test",
         model_kwargs: dict[str, Any] | None = None,
-        loss: str = "nfl",
+        pretrained: str | None = None,
+        loss: LossName | None = "nfl",
         loss_kwargs: dict[str, Any] | None = None,
         lr: float = 5e-5,
         lr_mult: dict[str, float] | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
-        milestones: list[int] | None = None,
+        milestones: Sequence[int] = (),
         gamma: float = 0.1,
         max_num_next_clicks: int = 3,
         click_thresh: float = 0.49,
-        protocol: str = "simpleclick",
+        protocol: str | None = None,
         seed: int = 0,
     ):
         super().__init__()
+        if protocol is not None and protocol not in PRESETS:
+            raise IISError(f"model.protocol: unknown preset {protocol!r}; expected one of {', '.join(sorted(PRESETS))}")
+        kwargs = dict(model_kwargs or {})
+        if pretrained is not None and pretrained.lower() != NO_PRETRAINED:
+            if PRETRAINED_KEY in kwargs:
+                raise IISError("model.model_kwargs.pretrained and model.pretrained are both set; keep model.pretrained")
+            kwargs[PRETRAINED_KEY] = pretrained
+        self.model = create_model(model, **kwargs)
+        protocol = protocol or getattr(self.model, "default_protocol", "plain")
         self.save_hyperparameters()  # the subclass's own arguments (those of the outermost __init__)
         # ... and the values this base class actually uses, after subclasses resolved their defaults
-        self.hparams.update(model=model, model_kwargs=model_kwargs, loss=loss, loss_kwargs=loss_kwargs, lr=lr,
-                            lr_mult=lr_mult, betas=tuple(betas), weight_decay=weight_decay, milestones=milestones,
-                            gamma=gamma, max_num_next_clicks=max_num_next_clicks, click_thresh=click_thresh,
+        self.hparams.update(model=model, model_kwargs=model_kwargs, pretrained=pretrained, loss=loss,
+                            loss_kwargs=loss_kwargs, lr=lr, lr_mult=lr_mult, betas=tuple(betas),
+                            weight_decay=weight_decay, milestones=list(milestones), gamma=gamma,
+                            max_num_next_clicks=max_num_next_clicks, click_thresh=click_thresh,
                             protocol=protocol, seed=seed)
-        self.model = create_model(model, **(model_kwargs or {}))
         self.criterion = build_loss(loss, **(loss_kwargs or {})) if loss else None
 
     # -- the hooks a method overrides -------------------------------------------------------
@@ -94,8 +115,13 @@ class IISModule(L.LightningModule):
 
     @torch.no_grad()
     def simulate_clicks(self, image, points, target, num_iters: int, rng: np.random.Generator):
-        """Add ``num_iters`` simulated clicks (protocol.md §C.5); returns (points, prev_mask)."""
+        """Add ``num_iters`` simulated clicks (protocol.md §C.5); returns (points, prev_mask).
+
+        ``points`` is the sampler's ``(B, 2 * max_num_points, 3)`` block (positive slots, then negative);
+        click ``i`` goes into the ``i``-th slot from the end of its sign's half, as the reference does.
+        """
         prev = torch.zeros_like(target[:, :1], dtype=image.dtype)
+        slots = _slots_per_sign(points, num_iters)
         if num_iters == 0:
             return points, prev
         points = points.clone()
@@ -115,7 +141,7 @@ class IISModule(L.LightningModule):
                 if c is None:
                     continue
                 # written into the tail slots of the pos/neg block, as the reference does
-                slot = (MAX_POINTS - s["i"]) if c.positive else (2 * MAX_POINTS - s["i"])
+                slot = (slots - s["i"]) if c.positive else (2 * slots - s["i"])
                 s["points"][b, slot] = s["points"].new_tensor([c.x, c.y, 1.0 if c.positive else 0.0])
             return s
 
@@ -126,6 +152,7 @@ class IISModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         image, points, target = batch["image"], batch["points"], batch["mask"]
         rng = self._rng()
+        _slots_per_sign(points, self.hparams.max_num_next_clicks)  # fails on the first batch, whatever the draw
         num_iters = int(rng.integers(0, self.hparams.max_num_next_clicks + 1))
         points, prev = self.simulate_clicks(image, points, target, num_iters, rng)
         outputs = self.model.forward_train(image, points, prev if self._with_prev else None)
@@ -177,6 +204,18 @@ class IISModule(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "set_epoch"):
             dm.set_epoch(self.current_epoch)
+
+
+def _slots_per_sign(points: torch.Tensor, num_clicks: int) -> int:
+    """Click slots per sign in the sampler's point block, checked to hold ``num_clicks`` simulated clicks."""
+    if points.ndim != 3 or points.shape[-1] != 3 or points.shape[1] % 2:
+        raise ValueError(f"points must be (B, 2 * max_num_points, 3), got {tuple(points.shape)}")
+    slots = points.shape[1] // 2
+    if num_clicks > slots:
+        raise IISError(f"model.max_num_next_clicks={num_clicks} simulated clicks do not fit the sampler's "
+                       f"{slots} click slots per sign (data.sampler.max_num_points); raise max_num_points or "
+                       f"lower max_num_next_clicks")
+    return slots
 
 
 def _batch_iou(logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.49) -> torch.Tensor:

@@ -70,7 +70,7 @@ def simpleclick_weights(weights_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def ritm_weights(weights_dir) -> Path:
-    return sharpened_weights("ritm_test", weights_dir / "ritm_test.pth")
+    return sharpened_weights("ritm_hrnet_test", weights_dir / "ritm_hrnet_test.pth")
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ def test_load_errors(tmp_path):
         iis.load(str(tmp_path / "run" / "last.ckpt"))
     # weights of another model: one line with what differs
     w = tmp_path / "ritm.pth"
-    torch.save(iis.create_model("ritm_test").state_dict(), w)
+    torch.save(iis.create_model("ritm_hrnet_test").state_dict(), w)
     with pytest.raises(WeightsMismatchError) as e:
         iis.load("simpleclick_vit_test", weights=w)
     msg = _one_line(e.value)
@@ -129,7 +129,7 @@ def test_protocol_overrides():
     d = iis.load("simpleclick_vit_test", dataset="davis", threshold=0.6, flip=False)
     assert d.protocol.zoom_in.target_size == (672, 672) and d.protocol.threshold == 0.6 and not d.protocol.flip
     assert iis.load("simpleclick_vit_test", zoom_in=False).protocol.zoom_in is None
-    assert iis.load("ritm_test", protocol="gpcis").protocol.infer_size == 384
+    assert iis.load("ritm_hrnet_test", protocol="gpcis").protocol.infer_size == 384
     assert iis.load("random_walker", threshold=0.3).protocol.threshold == 0.3
 
 

@@ -18,7 +18,7 @@ CLICKS = 4
 # smaller zoom targets than the presets' 448 / 400 keep the CPU tests fast; the code path is the same
 # (test_default_protocol_full_image runs the presets unchanged, marked slow)
 FAST_ZOOM = {"simpleclick_vit_test": {"target_size": (128, 128)},
-             "ritm_test": {"target_size": 96, "min_crop_size": 40}}
+             "ritm_hrnet_test": {"target_size": 96, "min_crop_size": 40}}
 
 
 def _eval_run(name, weights, sample, clicks=CLICKS, zoom=None):
@@ -32,7 +32,7 @@ def _eval_run(name, weights, sample, clicks=CLICKS, zoom=None):
     return run_instance(pred, sample.image, sample.gt, proto, id=sample.id, keep_preds=True), proto
 
 
-@pytest.fixture(scope="module", params=["simpleclick_vit_test", "ritm_test"])
+@pytest.fixture(scope="module", params=["simpleclick_vit_test", "ritm_hrnet_test"])
 def model_case(request, grabcut_sample, simpleclick_weights, ritm_weights):
     name = request.param
     weights = simpleclick_weights if name == "simpleclick_vit_test" else ritm_weights
@@ -134,7 +134,7 @@ def test_training_free_session_equals_eval(method, grabcut_sample):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["simpleclick_vit_test", "ritm_test"])
+@pytest.mark.parametrize("name", ["simpleclick_vit_test", "ritm_hrnet_test"])
 def test_default_protocol_full_image(name, grabcut_full, simpleclick_weights, ritm_weights):
     """The presets exactly as iis-eval applies them (448² squash / RITM zoom 400) on a full GrabCut image."""
     weights = simpleclick_weights if name == "simpleclick_vit_test" else ritm_weights

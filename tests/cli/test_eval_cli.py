@@ -78,7 +78,7 @@ def bad_files(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("bad_files")
     (tmp_path / "text.pth").write_text("not a state dict\n")
     (tmp_path / "afile").write_text("x")
-    torch.save(create_model("ritm_test").state_dict(), tmp_path / "ritm.pth")
+    torch.save(create_model("ritm_hrnet_test").state_dict(), tmp_path / "ritm.pth")
     nano = create_model("simpleclick_vit_nano").state_dict()
     torch.save(nano, tmp_path / "nano.pth")
     torch.save({"iis": {"model": {"name": "simpleclick_vit_test", "kwargs": {}}, "protocol": "plain"},
@@ -117,7 +117,7 @@ BAD_INPUTS = [
     (SC + ["--method-arg", "foo=1"], "--method-arg foo: simpleclick_vit_test does not take it; accepted keys of "
                                      "simpleclick_vit_test: head_dropout, img_size, pretrained, with_prev_mask"),
     (RW + ["--method-arg", "foo=1"], "--method-arg foo: random_walker does not take it"),
-    (["--method", "ritm_test", "--method-arg", "foo=1"], "--method-arg foo: ritm_test does not take it"),
+    (["--method", "ritm_hrnet_test", "--method-arg", "foo=1"], "--method-arg foo: ritm_hrnet_test does not take it; accepted keys of ritm_hrnet_test: pretrained"),
     (["--method", "m2n2_affinity", "--method-arg", "timestep=3"], "--method-arg timestep: m2n2_affinity"),
     (SC + ["--method-arg", "img_size"], "--method-arg 'img_size': expected KEY=VALUE"),
     (SC + ["--method-arg", "img_size=abc"], "--method-arg img_size='abc': simpleclick_vit_test expects int"),

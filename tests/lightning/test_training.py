@@ -10,28 +10,31 @@ import torch
 
 from iis.cli.eval import main as eval_main
 from iis.cli.train import main as train_main
-from iis.lightning.module import MAX_POINTS, IISModule
+from iis.core.errors import IISError
+from iis.data.train import MultiPointSampler
+from iis.lightning.module import IISModule
 
 
-def _batch(b=2, s=64):
+def _batch(b=2, s=64, max_num_points=24):
     img = torch.rand(b, 3, s, s)
     mask = torch.zeros(b, 1, s, s)
     mask[:, :, 16:48, 16:48] = 1
-    pts = torch.full((b, 2 * MAX_POINTS, 3), -1.0)
+    pts = torch.full((b, MultiPointSampler(max_num_points=max_num_points).num_rows, 3), -1.0)
     pts[:, 0] = torch.tensor([32.0, 32.0, 1.0])
     return {"image": img, "points": pts, "mask": mask}
 
 
-def test_simulated_clicks_fill_tail_slots():
+@pytest.mark.parametrize("slots", [24, 12])
+def test_simulated_clicks_fill_tail_slots(slots):
     torch.manual_seed(0)
     m = IISModule(model="simpleclick_vit_test")
-    b = _batch()
+    b = _batch(max_num_points=slots)
     pts, prev = m.simulate_clicks(b["image"], b["points"], b["mask"], 3, np.random.default_rng(0))
     assert prev.shape == (2, 1, 64, 64) and 0 <= prev.min() and prev.max() <= 1
     changed = (pts != b["points"]).any(-1)
-    # only slots 24-i (positive) or 48-i (negative), i = 1..3, may be written
-    allowed = torch.zeros(2 * MAX_POINTS, dtype=torch.bool)
-    allowed[[MAX_POINTS - 1, MAX_POINTS - 2, MAX_POINTS - 3, 2 * MAX_POINTS - 1, 2 * MAX_POINTS - 2, 2 * MAX_POINTS - 3]] = True
+    # only slots N-i (positive) or 2N-i (negative), i = 1..3, may be written (N = the sampler's max_num_points)
+    allowed = torch.zeros(2 * slots, dtype=torch.bool)
+    allowed[[slots - 1, slots - 2, slots - 3, 2 * slots - 1, 2 * slots - 2, 2 * slots - 3]] = True
     assert changed.any() and not (changed & ~allowed).any()
     for row in pts[changed]:
         x, y, lab = row.tolist()
@@ -39,6 +42,25 @@ def test_simulated_clicks_fill_tail_slots():
     assert m.model.training  # restored to train mode
     assert torch.equal(m.simulate_clicks(b["image"], b["points"], b["mask"], 0, np.random.default_rng(0))[0],
                        b["points"])
+
+
+def test_more_simulated_clicks_than_slots_is_one_clear_error():
+    m = IISModule(model="simpleclick_vit_test", max_num_next_clicks=3)
+    with pytest.raises(IISError, match=r"max_num_next_clicks=3 .* 2 click slots per sign"):
+        m.training_step(_batch(max_num_points=2), 0)  # refused whatever the step's random draw
+
+
+def test_protocol_and_pretrained_resolution(tmp_path):
+    m = IISModule(model="gpcis_test")
+    assert m.hparams.protocol == m.model.default_protocol == "gpcis"
+    assert IISModule(model="gpcis_test", protocol="plain").hparams.protocol == "plain"
+    with pytest.raises(IISError, match="unknown preset 'plian'"):
+        IISModule(model="gpcis_test", protocol="plian")
+    with pytest.raises(IISError, match="model 'simpleclick_vit_test': unknown option 'head_dropuot'"):
+        IISModule(model="simpleclick_vit_test", model_kwargs={"head_dropuot": 0.1})
+    assert "pretrained" not in IISModule(model="simpleclick_vit_test", pretrained="none").model.iis_spec["kwargs"]
+    with pytest.raises(FileNotFoundError):  # a given path reaches the builder, which loads it
+        IISModule(model="gpcis_test", pretrained=str(tmp_path / "missing.pth"))
 
 
 def test_training_step_and_lr_groups():
@@ -74,16 +96,30 @@ def chdir_repo(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
 
 
-def test_fit_logs_to_wandb_offline_and_ckpt_evaluates(tmp_path, chdir_repo, capsys):
+def test_fit_logs_to_wandb_offline_and_ckpt_evaluates(tmp_path, chdir_repo, capsys, monkeypatch):
+    from iis.lightning.loggers import IISWandbLogger
+
+    logged: set[str] = set()
+    log_metrics = IISWandbLogger.log_metrics
+
+    def spy(self, metrics, step=None):
+        logged.update(metrics)
+        return log_metrics(self, metrics, step)
+
+    monkeypatch.setattr(IISWandbLogger, "log_metrics", spy)
     root = tmp_path / "run"
     train_main(_tiny_args(root, 1, _callbacks_args(root)))
     ckpt = root / "checkpoints" / "last.ckpt"
     assert ckpt.is_file() and (root / "config.yaml").is_file()
     runs = list((root / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    # the offline run's record file holds the logged history (keys are stored as plain strings)
-    # the offline writer runs in W&B's own service process and can still be flushing when finish()
-    # returns on a loaded machine, so wait (bounded) for the records to land
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))  # an offline run, syncable later
+    # what reached the W&B logger (the offline record file itself is written by wandb-core, which under load
+    # may close before the last rows are on disk, so its bytes are not a reliable check)
+    for key in ("train/loss_step", "train/iou", "val/synthetic/noc85", "val/synthetic/noc90", "val/synthetic/miou@1",
+                "val/synthetic/overlays"):
+        assert key in logged, (key, sorted(logged))
+    # ... and the offline record file gets them too (W&B's service process may still be flushing when
+    # finish() returns on a loaded machine, so wait, bounded)
     keys = (b"train/loss", b"train/iou", b"val/synthetic/noc85", b"val/synthetic/noc90", b"val/synthetic/miou@1")
     deadline = time.monotonic() + 60
     while True:

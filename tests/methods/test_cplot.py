@@ -292,4 +292,7 @@ def test_bad_kwargs():
 def test_ablation_grid_builds():
     # every Table 3-6 configuration constructs (forward is covered above for representatives)
     for ppam, cpot, init in itertools.product((True, False), (True, False), sorted(PROMPT_INITS)):
-        create_model("cplot_test", use_ppam=ppam, use_cpot=cpot, prompt_init=init)
+        m = create_model("cplot_test", use_ppam=ppam, use_cpot=cpot, prompt_init=init)
+        use_pe, use_con = PROMPT_INITS[init]
+        assert (m.ppam is not None) == ppam and m.cpot.use_ot == cpot
+        assert (m.click_encoder.f_pe is not None) == use_pe and (m.click_encoder.f_con is not None) == use_con

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-__all__ = ["MIN_AREA", "STUFF_MIN_AREA", "mask_bbox", "bbox_iou", "mask_iou", "rasterize_segmentation",
+__all__ = ["MIN_AREA", "STUFF_MIN_AREA", "mask_bbox", "bbox_iou", "rasterize_segmentation",
            "decode_panoptic", "merge_masks", "masks_hierarchy", "encode_layers", "decode_layers",
            "dump_pickle", "merge_image"]
 
@@ -74,14 +74,6 @@ class _Mask:
         self.m = np.asarray(m, bool)
         self.area = int(np.count_nonzero(self.m))
         self.box = mask_bbox(self.m) if self.area else (0, -1, 0, -1)
-
-
-def mask_iou(m1: np.ndarray, m2: np.ndarray) -> float:
-    """Intersection over union of two boolean masks (0 when both are empty)."""
-    a, b = _Mask(m1), _Mask(m2)
-    inter = _intersection(a.m, b.m, a.box, b.box)
-    union = a.area + b.area - inter
-    return inter / union if union else 0.0
 
 
 def _overlaps(a: _Mask, b: _Mask, box_thr: float, mask_thr: float) -> bool:

@@ -67,26 +67,6 @@ class TrainSample:
         ids = [int(i) for i in np.unique(instances) if i > 0]
         return cls(image, instances, {i: None for i in ids}, ignore, id)
 
-    @classmethod
-    def from_masks(
-        cls,
-        image: np.ndarray,
-        masks: Sequence[np.ndarray],
-        parents: dict[int, int | None] | None = None,
-        ignore: np.ndarray | None = None,
-        id: str = "",
-    ) -> TrainSample:
-        """Builds a sample from possibly overlapping binary masks; object ``i`` gets id ``i + 1``.
-
-        Args:
-            masks: list of ``bool (H, W)``.
-            parents: id -> parent id; defaults to every object being a root.
-        """
-        layers = pack_masks(masks, image.shape[:2])
-        if parents is None:
-            parents = {i + 1: None for i in range(len(masks))}
-        return cls(image, layers, dict(parents), ignore, id)
-
     # ----------------------------------------------------------------- queries
     @property
     def object_ids(self) -> list[int]:

@@ -2,7 +2,7 @@
 
 Structure and defaults follow the release ``lab206/AdaptiveClick@543c897`` as summarised in
 methods.md §1 (section numbers in comments). The backbone, coordinate patch embedding and SimpleFPN
-come from :mod:`iis.methods.simpleclick.model`.
+are SimpleClick's encoder (:mod:`iis.models.simpleclick_encoder`).
 
 * Pixel decoder (§1.3): deformable-attention encoder over 1/8, 1/16, 1/32 (4 layers, d 256, 8 heads,
   4 points, FFN 1024), one FPN stage at 1/4, a 1x1 conv to 256-d mask features at 1/4.
@@ -16,20 +16,20 @@ come from :mod:`iis.methods.simpleclick.model`.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iis.methods.simpleclick.model import SimpleClickEncoder, build_simpleclick_encoder
 from iis.models.base import InteractiveModel, disk_maps
 from iis.models.deform_attn import MSDeformAttn, MSDeformAttnEncoder, sine_position_encoding
+from iis.models.pretrained import MAE_WEIGHTS
 from iis.models.registry import register_model
+from iis.models.simpleclick_encoder import SimpleClickEncoder, build_simpleclick_encoder
 
 __all__ = ["PixelDecoder", "ClickAwareMaskDecoder", "AdaptiveClickModel", "click_open_mask", "pool_clicks",
-           "attention_mask", "merge_queries",
-           "TARGET_CLASS"]
+           "attention_mask", "merge_queries", "TARGET_CLASS", "AdaptiveClickOptions"]
 
 TARGET_CLASS = 1  # class index of "target" in pred_logits; index 0 is no-object (as upstream, §1.5-1.6)
 
@@ -329,6 +329,29 @@ class AdaptiveClickModel(InteractiveModel):
         return self.forward_train(image, clicks, prev_mask)["logits"]
 
 
+class AdaptiveClickOptions(TypedDict, total=False):
+    """Keyword options of every ``adaptiveclick_*`` builder; defaults and meaning: :func:`_build` and
+    :class:`AdaptiveClickModel` (the size's builder may set others); ``pretrained`` is passed separately.
+    ``click_aware: false`` is the "w/o CAMD" ablation (paper Table X).
+    """
+
+    img_size: int
+    with_prev_mask: bool
+    out_dims: list[int] | None
+    conv_dim: int
+    mask_dim: int
+    enc_layers: int
+    enc_heads: int
+    enc_points: int
+    enc_ffn: int
+    num_queries: int
+    dec_layers: int
+    dec_heads: int
+    dec_ffn: int
+    click_aware: bool
+    click_radius: float
+
+
 def _build(variant: str, *, img_size: int = 448, pretrained: str | None = None, with_prev_mask: bool = True,
            out_dims: list[int] | None = None, **kwargs) -> AdaptiveClickModel:
     encoder = build_simpleclick_encoder(variant, img_size=img_size, pretrained=pretrained,
@@ -336,21 +359,21 @@ def _build(variant: str, *, img_size: int = 448, pretrained: str | None = None, 
     return AdaptiveClickModel(encoder, **kwargs)
 
 
-@register_model("adaptiveclick_vit_base")
+@register_model("adaptiveclick_vit_base", options=AdaptiveClickOptions, pretrained=MAE_WEIGHTS["base"])
 def adaptiveclick_vit_base(**kwargs) -> AdaptiveClickModel:
     """ViT-B/16 at 448, FPN dims [256, 512, 1024, 2048] (§1.2); paper Table V: 116.41 M params."""
     kwargs.setdefault("out_dims", [256, 512, 1024, 2048])
     return _build("base", **kwargs)
 
 
-@register_model("adaptiveclick_vit_huge")
+@register_model("adaptiveclick_vit_huge", options=AdaptiveClickOptions, pretrained=MAE_WEIGHTS["huge"])
 def adaptiveclick_vit_huge(**kwargs) -> AdaptiveClickModel:
     """ViT-H/14 at 448, FPN dims [512, ..., 4096] (§1.2)."""
     kwargs.setdefault("out_dims", [512, 1024, 2048, 4096])
     return _build("huge", **kwargs)
 
 
-@register_model("adaptiveclick_test")
+@register_model("adaptiveclick_test", options=AdaptiveClickOptions)
 def adaptiveclick_test(**kwargs) -> AdaptiveClickModel:
     """Tiny CPU variant for tests: same topology (3 levels, 10 queries, 9 CAMD layers), small widths."""
     defaults = dict(img_size=64, conv_dim=32, mask_dim=32, enc_layers=1, enc_heads=4, enc_points=2, enc_ffn=64,

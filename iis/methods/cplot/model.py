@@ -17,21 +17,23 @@ Pipeline (Fig. 2)::
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iis.methods.simpleclick.model import VARIANTS, SimpleClickEncoder, build_simpleclick_encoder
 from iis.models.base import InteractiveModel, disk_maps
 from iis.models.deform_attn import sine_position_encoding
 from iis.models.heads import ConvReLU
+from iis.models.pretrained import MAE_WEIGHTS
 from iis.models.registry import register_model
+from iis.models.simpleclick_encoder import VARIANTS, SimpleClickEncoder, build_simpleclick_encoder
 
 from .sinkhorn import sinkhorn
 
 __all__ = ["PROMPT_INITS", "ClickEncoder", "PPAMBlock", "PPAM", "CPOT", "MaskDecoder", "CPlotModel",
-           "build_cplot", "masked_average"]
+           "build_cplot", "masked_average", "CPlotOptions"]
 
 CLICK_RADIUS = 5  # same disks as the encoder (protocol.md §D.1)
 # Table 4 rows: which terms of Eq. 4 initialise the prompts
@@ -325,6 +327,37 @@ class CPlotModel(InteractiveModel):
         return self.forward_train(image, clicks, prev_mask)["logits"]
 
 
+class CPlotOptions(TypedDict, total=False):
+    """Keyword options of every ``cplot_*`` builder; defaults and meaning: :func:`build_cplot` and
+    :class:`CPlotModel` (the size's builder may set others); ``pretrained`` is passed separately.
+    The paper's ablations are ``num_prompts`` (Table 5), ``num_blocks`` (Table 6), ``use_ppam`` /
+    ``use_cpot`` (Table 3) and ``prompt_init`` (Table 4).
+    """
+
+    img_size: int
+    with_prev_mask: bool
+    dim: int | None
+    num_prompts: int
+    num_blocks: int
+    use_ppam: bool
+    use_cpot: bool
+    prompt_init: str
+    global_token: str
+    ppam_heads: int
+    ffn_ratio: float
+    key_pos: bool
+    per_prompt_init: bool
+    decoder_channels: int
+    decoder_layers: int
+    ot_reg: float
+    ot_num_iters: int
+    ot_plan_scale: str
+    ot_detach_plan: bool
+    ot_grad_iters: int | None
+    similarity: str
+    logit_scale: float
+
+
 def build_cplot(variant: str, *, img_size: int = 448, pretrained: str | None = None, with_prev_mask: bool = True,
                 dim: int | None = None, **kwargs) -> CPlotModel:
     """CPlot on a SimpleClick encoder variant.
@@ -336,18 +369,18 @@ def build_cplot(variant: str, *, img_size: int = 448, pretrained: str | None = N
     return CPlotModel(enc, dim=dim or VARIANTS[variant].head_channels, **kwargs)
 
 
-@register_model("cplot_vit_base")
+@register_model("cplot_vit_base", options=CPlotOptions, pretrained=MAE_WEIGHTS["base"])
 def cplot_vit_base(**kwargs) -> CPlotModel:
     return build_cplot("base", **kwargs)
 
 
-@register_model("cplot_vit_xtiny")
+@register_model("cplot_vit_xtiny", options=CPlotOptions)  # ours, no pre-training
 def cplot_vit_xtiny(**kwargs) -> CPlotModel:
     kwargs.setdefault("decoder_channels", 64)  # half of ViT-B's, as SimpleClick halves its head for xT (ours)
     return build_cplot("xtiny", **kwargs)
 
 
-@register_model("cplot_test")
+@register_model("cplot_test", options=CPlotOptions)
 def cplot_test(img_size: int = 64, **kwargs) -> CPlotModel:
     kwargs.setdefault("ppam_heads", 2)
     kwargs.setdefault("decoder_channels", 16)

@@ -19,16 +19,19 @@ Every builder forwards GP switches (``rff``, ``init``, ``solver``, ``solve_dtype
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 from torch import nn
 
 from iis.models.base import InteractiveModel
+from iis.models.pretrained import BACKBONE_WEIGHTS
 from iis.models.registry import register_model
 from iis.models.segmentors import build_segmentor, encode_clicks
 
 from .gp import GPHead
 
-__all__ = ["GPCISModel", "build_gpcis", "GP_KEYS"]
+__all__ = ["GPCISModel", "build_gpcis", "GP_KEYS", "GPCISOptions", "GPCISTestOptions"]
 
 GP_KEYS = ("num_rff", "mlp_hidden", "concat_rgb", "rff", "init", "solver", "solve_dtype", "vi_loss", "train_eps2",
            "test_eps2", "u_std", "learn_kernel", "learn_prior", "max_jitter", "click_pixel")
@@ -96,6 +99,36 @@ class GPCISModel(InteractiveModel):
         return self.forward_train(image, clicks, prev_mask, eps2=eps2)["logits"]
 
 
+class GPCISOptions(TypedDict, total=False):
+    """Keyword options of every ``gpcis_*`` builder: the feature width d (``feat_dim``) and the GP head's
+    arguments (:data:`GP_KEYS`, defaults in :class:`iis.methods.gpcis.gp.GPHead`); the size's builder sets
+    d and the number of random features. ``pretrained`` (backbone weights) is passed separately.
+    """
+
+    feat_dim: int
+    num_rff: int
+    mlp_hidden: int
+    concat_rgb: bool
+    rff: str
+    init: str
+    solver: str
+    solve_dtype: str
+    vi_loss: str
+    train_eps2: float
+    test_eps2: float
+    u_std: float
+    learn_kernel: bool
+    learn_prior: bool
+    max_jitter: float
+    click_pixel: str
+
+
+class GPCISTestOptions(GPCISOptions, total=False):
+    """``gpcis_test`` also takes the tiny ``segmentor``: deeplab_tiny, hrnet_tiny or segformer_tiny."""
+
+    segmentor: str
+
+
 def build_gpcis(segmentor: str, feat_dim: int, num_rff: int, **kwargs) -> GPCISModel:
     """Build GPCIS on a named segmentor; GP keys (:data:`GP_KEYS`) go to the head, the rest to the segmentor."""
     gp_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in GP_KEYS}
@@ -103,25 +136,25 @@ def build_gpcis(segmentor: str, feat_dim: int, num_rff: int, **kwargs) -> GPCISM
     return GPCISModel(seg, GPHead(feat_dim=feat_dim, num_rff=num_rff, **gp_kwargs))
 
 
-@register_model("gpcis_resnet50")
+@register_model("gpcis_resnet50", options=GPCISOptions, pretrained=BACKBONE_WEIGHTS["deeplab_r50"])
 def gpcis_resnet50(**kwargs) -> GPCISModel:
     kwargs = {"feat_dim": 48, "num_rff": 256, **kwargs}  # deeplab_v3_gp.py (48), is_gp_resnet50.py (L=256)
     return build_gpcis("deeplab_r50", **kwargs)
 
 
-@register_model("gpcis_hrnet18s")
+@register_model("gpcis_hrnet18s", options=GPCISOptions, pretrained=BACKBONE_WEIGHTS["hrnet18s"])
 def gpcis_hrnet18s(**kwargs) -> GPCISModel:
     kwargs = {"feat_dim": 48, "num_rff": 256, **kwargs}  # supplement: HRNet-18s-S2 d = 48, l = 256
     return build_gpcis("hrnet18s", **kwargs)
 
 
-@register_model("gpcis_segformer_b0")
+@register_model("gpcis_segformer_b0", options=GPCISOptions, pretrained=BACKBONE_WEIGHTS["segformer_b0"])
 def gpcis_segformer_b0(**kwargs) -> GPCISModel:
     kwargs = {"feat_dim": 96, "num_rff": 128, **kwargs}  # supplement: SegFormer-B0-S2 d = 96, l = 128
     return build_gpcis("segformer_b0", **kwargs)
 
 
-@register_model("gpcis_test")
+@register_model("gpcis_test", options=GPCISTestOptions)
 def gpcis_test(segmentor: str = "deeplab_tiny", **kwargs) -> GPCISModel:
     kwargs = {"feat_dim": 8, "num_rff": 32, "mlp_hidden": 16, **kwargs}
     return build_gpcis(segmentor, **kwargs)

@@ -208,10 +208,6 @@ class M2N2Predictor:
         self._tick("scoring", t0)
         return mask.astype(np.float32)
 
-    def reset_timings(self) -> None:
-        self.timings.clear()
-        self.counts.clear()
-
 
 # ---------------------------------------------------------------------- registry
 _PRED_ARGS = set(inspect.signature(M2N2Predictor.__init__).parameters) - {"self", "attention"}

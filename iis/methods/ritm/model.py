@@ -37,17 +37,19 @@ build RITM's own HRNet18s with ``ocr_width=48``, so that row's RITM is ``ritm_hr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
 
 from iis.models.base import InteractiveModel
 from iis.models.hrnet import HRNet, OCRHead, concat_branches, upsample_to
+from iis.models.pretrained import BACKBONE_WEIGHTS
 from iis.models.registry import register_model
 from iis.models.segmentors import ScaleLayer, build_segmentor, encode_clicks, load_backbone_weights, xavier_gluon_
 
-__all__ = ["RITMHRNetModel", "SegmentorRITMModel", "build_ritm_hrnet", "build_segmentor_ritm", "RITM_HRNETS"]
+__all__ = ["RITMHRNetModel", "SegmentorRITMModel", "build_ritm_hrnet", "build_segmentor_ritm", "RITM_HRNETS",
+           "RITMHRNetOptions", "RITMOptions", "RITMTestOptions"]
 
 
 class RITMHRNetModel(InteractiveModel):
@@ -66,6 +68,9 @@ class RITMHRNetModel(InteractiveModel):
     # learning-rate multipliers of the authors' HRNetModel (LRMult): backbone, aux and classifier x0.1;
     # the OCR pixel/attention/fuse layers and the click stem x1
     default_lr_mult = {"backbone": 0.1, "head.aux": 0.1, "head.classifier": 0.1}
+    # OCR's f_pixel / f_object: the object-attention softmax runs over one object region, so every weight is
+    # 1 and these never change the output (nor get a gradient); kept so the authors' checkpoints map 1:1
+    parameters_without_effect = ("head.attention.query.", "head.attention.key.")
 
     def __init__(self, width: int = 18, ocr_width: int = 64, small: bool = False, with_prev_mask: bool = True,
                  pretrained: str | None = None, **hrnet: Any):
@@ -120,27 +125,34 @@ def build_ritm_hrnet(name: str, **kwargs: Any) -> RITMHRNetModel:
     return RITMHRNetModel(**{**RITM_HRNETS[name], **kwargs})
 
 
-@register_model("ritm_hrnet18")
+class RITMHRNetOptions(TypedDict, total=False):
+    """The authors' HRNet models: their size is their name; ``with_prev_mask`` False builds the
+    non-iterative variant (as ``ritm_hrnet18_baseline``). ``pretrained`` is passed separately."""
+
+    with_prev_mask: bool
+
+
+@register_model("ritm_hrnet18", options=RITMHRNetOptions, pretrained=BACKBONE_WEIGHTS["hrnet18"])
 def ritm_hrnet18(**kwargs: Any) -> RITMHRNetModel:
     return build_ritm_hrnet("ritm_hrnet18", **kwargs)
 
 
-@register_model("ritm_hrnet18s")
+@register_model("ritm_hrnet18s", options=RITMHRNetOptions, pretrained=BACKBONE_WEIGHTS["hrnet18s"])
 def ritm_hrnet18s(**kwargs: Any) -> RITMHRNetModel:
     return build_ritm_hrnet("ritm_hrnet18s", **kwargs)
 
 
-@register_model("ritm_hrnet32")
+@register_model("ritm_hrnet32", options=RITMHRNetOptions, pretrained=BACKBONE_WEIGHTS["hrnet32"])
 def ritm_hrnet32(**kwargs: Any) -> RITMHRNetModel:
     return build_ritm_hrnet("ritm_hrnet32", **kwargs)
 
 
-@register_model("ritm_hrnet18_baseline")
+@register_model("ritm_hrnet18_baseline", options=RITMHRNetOptions, pretrained=BACKBONE_WEIGHTS["hrnet18"])
 def ritm_hrnet18_baseline(**kwargs: Any) -> RITMHRNetModel:
     return build_ritm_hrnet("ritm_hrnet18_baseline", **kwargs)
 
 
-@register_model("ritm_hrnet_test")
+@register_model("ritm_hrnet_test", options=RITMHRNetOptions)
 def ritm_hrnet_test(**kwargs: Any) -> RITMHRNetModel:
     return build_ritm_hrnet("ritm_hrnet_test", **kwargs)
 
@@ -179,16 +191,29 @@ def build_segmentor_ritm(segmentor: str, **kwargs: Any) -> SegmentorRITMModel:
     return SegmentorRITMModel(build_segmentor(segmentor, **kwargs))
 
 
-@register_model("ritm_gpcis_resnet50")
+class RITMOptions(TypedDict, total=False):
+    """Keyword options of the ``ritm_gpcis_*`` builders: the segmentor's feature width; ``pretrained``
+    (backbone weights) is passed separately."""
+
+    feat_dim: int
+
+
+class RITMTestOptions(RITMOptions, total=False):
+    """``ritm_gpcis_test`` also takes the tiny ``segmentor``: deeplab_tiny, hrnet_tiny or segformer_tiny."""
+
+    segmentor: str
+
+
+@register_model("ritm_gpcis_resnet50", options=RITMOptions, pretrained=BACKBONE_WEIGHTS["deeplab_r50"])
 def ritm_gpcis_resnet50(**kwargs: Any) -> SegmentorRITMModel:
     return build_segmentor_ritm("deeplab_r50", **kwargs)
 
 
-@register_model("ritm_gpcis_segformer_b0")
+@register_model("ritm_gpcis_segformer_b0", options=RITMOptions, pretrained=BACKBONE_WEIGHTS["segformer_b0"])
 def ritm_gpcis_segformer_b0(**kwargs: Any) -> SegmentorRITMModel:
     return build_segmentor_ritm("segformer_b0", **kwargs)
 
 
-@register_model("ritm_gpcis_test")
+@register_model("ritm_gpcis_test", options=RITMTestOptions)
 def ritm_gpcis_test(segmentor: str = "deeplab_tiny", **kwargs: Any) -> SegmentorRITMModel:
     return build_segmentor_ritm(segmentor, **kwargs)
