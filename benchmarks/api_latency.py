@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=3)
     ap.add_argument("--clicks", type=int, default=8)
     ap.add_argument("--methods", default="m2n2_affinity,m2n2_effnet,random_walker")
-    ap.add_argument("--models", default="simpleclick_vit_test,ritm_test")
+    ap.add_argument("--models", default="simpleclick_vit_test,ritm_hrnet_test")
     ap.add_argument("--vit", action="store_true", help="also time the ViT-B patch embedding share")
     args = ap.parse_args(argv)
     ds = get_dataset("grabcut", args.data_root)
