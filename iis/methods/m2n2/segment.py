@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,19 +92,30 @@ def select_threshold(table: ThresholdTable, same_values: np.ndarray, other_value
     m = len(t)
     if not (prior or edge or pos or neg) or m == 0:
         return 0.5, 0.0
-    score = np.ones(m)
-    if prior:
-        score *= np.linspace(0.0, 1.0, m) < max_area
-    if edge:
-        score *= table.edge
-    if pos and len(same_values):
-        # fraction of same-label clicks with value <= lambda, via a search in the sorted click values
-        score *= np.searchsorted(np.sort(same_values), t, side="right") / len(same_values)
+    # The size prior and the negative gate are 0/1 factors that hold on a prefix of the sorted
+    # candidates (the prior on the first fraction, the gate below a bound of sorted values): the
+    # product is computed on that prefix only, and everything after it scores 0 exactly as the
+    # full product would (all factors are >= 0, so the first maximum is the same).
+    n = _prior_cut(m, float(max_area)) if prior else m
     if neg:
         bound = min(float(np.min(other_values)) if len(other_values) else map_max, map_max)
-        score *= t < bound
+        n = min(n, int(np.searchsorted(t, bound, side="left")))  # t < bound
+    if n == 0:
+        return float(t[0]), 0.0
+    score = np.ones(n)
+    if edge:
+        score *= table.edge[:n]
+    if pos and len(same_values):
+        # fraction of same-label clicks with value <= lambda, via a search in the sorted click values
+        score *= np.searchsorted(np.sort(same_values), t[:n], side="right") / len(same_values)
     k = int(np.argmax(score))
     return float(t[k]), float(score[k])
+
+
+@functools.lru_cache(maxsize=64)
+def _prior_cut(m: int, max_area: float) -> int:
+    """Number of candidates passing the size prior ``linspace(0, 1, m) < max_area`` (a prefix)."""
+    return int(np.count_nonzero(np.linspace(0.0, 1.0, m) < max_area))
 
 
 def truncated_nn(adjusted: np.ndarray, positive: np.ndarray, points: np.ndarray) -> np.ndarray:
