@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from iis.core.loop import run_instance
+from iis.core.types import Click
 from iis.core.protocol import EvalProtocol
 from iis.methods.m2n2 import AffinityAttention, M2N2Predictor
 from iis.methods.m2n2.markov import markov_chain, markov_chain_blocked, start_states, transition_power
@@ -161,3 +162,30 @@ def test_prefix_scoring_equals_full_product(rng):
         area = float(rng.choice([0.0, 0.4, 1.0, 0.05]))
         assert select_threshold(table, same, other, 1.0, area, **flags) == \
             _select_reference(table, same, other, 1.0, area, **flags), trial
+
+
+class _WalkSource:
+    """A fake attention source: the lazy grid walk (long chains) whatever the image."""
+
+    grid_hw = (12, 12)
+    device = "cpu"
+
+    def __call__(self, image):
+        return _grid_walk(*self.grid_hw, lazy=0.9)
+
+
+def test_auto_switches_to_blocked_after_a_long_chain(rng):
+    img = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    p = M2N2Predictor(_WalkSource(), chain_block=4, jbu_max_shifts=16)
+    assert p.chain_kind() == "stepwise" and p.description()["chain"] == "auto"
+    p.set_image(img)
+    p.predict([Click(3, 3, True)])
+    assert p.counts["chain_power"] == 0 and p.chain_kind() == "blocked"  # that chain ran > 8 blocks
+    p.predict([Click(3, 3, True), Click(20, 20, False)])
+    assert p.counts["chain_power"] == 1
+    ref = M2N2Predictor(_WalkSource(), chain="stepwise", chain_block=4, jbu_max_shifts=16)
+    ref.set_image(img)
+    out = ref.predict([Click(3, 3, True), Click(20, 20, False)])
+    assert (out != p.predict([Click(3, 3, True), Click(20, 20, False)])).mean() < 1e-2
+    p.set_image(img[::-1].copy())  # a new image starts stepwise again
+    assert p.chain_kind() == "stepwise"

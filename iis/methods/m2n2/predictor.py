@@ -50,9 +50,10 @@ class M2N2Predictor:
         threshold, max_iterations, linear_interpolation: Markov chain (0.3, 1000, on; §2.4).
         chain: ``"stepwise"`` (one mat-vec per step, as the reference), ``"blocked"``
             (:func:`.markov.markov_chain_blocked`: the same maps up to float rounding, from
-            ``A^chain_block`` computed once per image and batched steps) or ``"auto"`` (default:
-            blocked where the attention lives on a GPU, stepwise on CPU, where the matrix power costs
-            more than the short chains it saves; see README "Speed").
+            ``A^chain_block`` computed once per image and batched steps) or ``"auto"`` (default):
+            blocked where the attention lives on a GPU; on CPU stepwise until a chain of the image
+            runs longer than 8 blocks, blocked from then on (the matrix power costs more than short
+            chains save; README "Speed").
         chain_block: steps per block of the blocked chain (32).
         use_flood_fill: minimax flood fill from the click (§3.3).
         sigma_spatial, sigma_range: JBU (1.0 low-res cells, 0.1 RGB; §4.1).
@@ -106,6 +107,7 @@ class M2N2Predictor:
         self._image = image.copy()
         self._attn: torch.Tensor | None = None
         self._power: torch.Tensor | None = None
+        self._long_chains = False  # auto: a chain of this image ran long, so blocked pays off
         self._jbu: JointBilateralUpsampler | None = None
         self._cache: dict[tuple[int, int], _MapEntry] = {}
 
@@ -134,17 +136,21 @@ class M2N2Predictor:
         return self._attn
 
     def chain_kind(self) -> str:
-        """The chain actually run: ``chain``, with ``"auto"`` resolved on the attention's device."""
+        """The chain the next click runs: ``chain``, with ``"auto"`` resolved (see the class doc)."""
         if self.chain != "auto":
             return self.chain
         attn = getattr(self, "_attn", None)
         dev = attn.device if attn is not None else getattr(self.source, "device", "cpu")
-        return "blocked" if torch.device(dev).type == "cuda" else "stepwise"
+        if torch.device(dev).type == "cuda" or getattr(self, "_long_chains", False):
+            return "blocked"
+        return "stepwise"
 
     def description(self) -> dict[str, Any]:
-        """Settings that change the numbers beyond the builder's keyword arguments (for result files)."""
-        return {"distance": self.distance, "chain": self.chain_kind() if self.distance == "markov" else None,
-                "chain_block": self.chain_block if self.chain_kind() == "blocked" else None}
+        """Settings that change the numbers (by float rounding only, for the chain) beyond the
+        builder's keyword arguments, for result files."""
+        rule = {"auto": "blocked on GPU, or on CPU after a chain longer than 8 blocks; else stepwise"}
+        return {"distance": self.distance, "chain": self.chain, "chain_rule": rule.get(self.chain),
+                "chain_block": self.chain_block}
 
     def power(self) -> torch.Tensor:
         """``A^chain_block`` of the current image for the blocked chain, cached."""
@@ -180,6 +186,8 @@ class M2N2Predictor:
                                        power=P, block=self.chain_block)
         elif self.distance == "markov":
             low = markov_chain(A, start, self.threshold, self.max_iterations, self.linear_interpolation)
+            if self.chain == "auto" and float(low.max()) > 8 * self.chain_block:  # the steps it ran
+                self._long_chains = True
         elif self.distance == "attention":
             low = attention_distance(A, start)
         else:
