@@ -189,3 +189,23 @@ def test_auto_switches_to_blocked_after_a_long_chain(rng):
     assert (out != p.predict([Click(3, 3, True), Click(20, 20, False)])).mean() < 1e-2
     p.set_image(img[::-1].copy())  # a new image starts stepwise again
     assert p.chain_kind() == "stepwise"
+
+
+@pytest.mark.slow
+def test_noc_unchanged_on_grabcut_full_size(data_root):
+    """m2n2_affinity at its CPU defaults, 10 GrabCut images, 20 clicks: same NoC with either chain."""
+    from iis.core.metrics import noc
+    from iis.data import get_dataset
+    from iis.models.registry import create_predictor
+
+    ds = get_dataset("grabcut", str(data_root))
+    proto = EvalProtocol(name="t", flip=False, zoom_in=None, target_iou=0.9, max_clicks=20, clicker="m2n2",
+                         ignore_as_background=True)
+    curves = {"stepwise": [], "blocked": []}
+    for i in range(0, len(ds), 5):
+        s = ds[i]
+        for chain in curves:
+            p = create_predictor("m2n2_affinity", chain=chain)
+            curves[chain].append(run_instance(p, s.image, s.gt, proto).ious)
+    for thr in (0.85, 0.9):
+        assert noc(curves["blocked"], thr, 20) == noc(curves["stepwise"], thr, 20)
