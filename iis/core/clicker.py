@@ -87,6 +87,7 @@ def _bound(box: tuple[int, int, int, int]) -> int:
     return ((min(r1 - r0, c1 - c0) + 1) // 2) ** 2
 
 
+_MAX_PIECES = 64
 # Pieces at least this large get the tighter city-block bound (one cheap integer transform).
 _L1_AREA = 1024
 
@@ -105,8 +106,11 @@ def _prepare(region: np.ndarray) -> list[_Piece]:
     if box is None:
         return []
     u8 = region.view(np.uint8)
+    boxes = _pieces(region, *box)
+    if len(boxes) > _MAX_PIECES:  # speckle noise: per-piece overhead would exceed one transform
+        boxes = [box]
     out = []
-    for b in _pieces(region, *box):
+    for b in boxes:
         r0, r1, c0, c1 = b
         crop = cv2.copyMakeBorder(u8[r0:r1, c0:c1], 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
         ub = _bound(b)
