@@ -119,17 +119,26 @@ def markov_chain(A: torch.Tensor, start: torch.Tensor, threshold: float = 0.3, m
 
 
 def transition_power(A: torch.Tensor, steps: int) -> torch.Tensor:
-    """``A^steps`` by repeated squaring (``log2(steps)`` matrix products, in ``A``'s dtype)."""
+    """``A^steps`` by repeated squaring (``log2(steps)`` matrix products, in ``A``'s dtype).
+
+    TF32 is switched off for these products (errors would compound over the squarings; a global
+    ``float32_matmul_precision`` setting otherwise applies to them) and restored afterwards.
+    """
     if steps < 1:
         raise ValueError(f"steps: expected >= 1, got {steps}")
-    result, base, e = None, A, int(steps)
-    while True:
-        if e & 1:
-            result = base if result is None else result @ base
-        e >>= 1
-        if not e:
-            return result
-        base = base @ base
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        result, base, e = None, A, int(steps)
+        while True:
+            if e & 1:
+                result = base if result is None else result @ base
+            e >>= 1
+            if not e:
+                return result
+            base = base @ base
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 @torch.no_grad()
