@@ -209,3 +209,29 @@ def test_noc_unchanged_on_grabcut_full_size(data_root):
             curves[chain].append(run_instance(p, s.image, s.gt, proto).ious)
     for thr in (0.85, 0.9):
         assert noc(curves["blocked"], thr, 20) == noc(curves["stepwise"], thr, 20)
+
+
+def _run_speed_benchmark(monkeypatch, capsys, *args):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "m2n2_speed.py"
+    spec = importlib.util.spec_from_file_location("m2n2_speed", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(sys, "argv", ["m2n2_speed.py", *args])
+    mod.main()
+    return capsys.readouterr().out
+
+
+def test_speed_benchmark_chain_only_runs(monkeypatch, capsys):
+    out = _run_speed_benchmark(monkeypatch, capsys, "--chain-only", "8", "--chain-block", "4")
+    assert "blocked chain" in out and "by at most" in out
+
+
+@pytest.mark.slow
+def test_speed_benchmark_compare_runs(monkeypatch, capsys):
+    out = _run_speed_benchmark(monkeypatch, capsys, "--attention", "affinity", "--grid", "8", "--clicks", "2",
+                               "--jbu-max-shifts", "16", "--compare")
+    assert "masks equal to old" in out and "2/2" in out
