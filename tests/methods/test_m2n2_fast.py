@@ -235,3 +235,13 @@ def test_speed_benchmark_compare_runs(monkeypatch, capsys):
     out = _run_speed_benchmark(monkeypatch, capsys, "--attention", "affinity", "--grid", "8", "--clicks", "2",
                                "--jbu-max-shifts", "16", "--compare")
     assert "masks equal to old" in out and "2/2" in out
+
+
+def test_stable_argsort_equals_numpy(rng):
+    from iis.methods.m2n2.segment import stable_argsort
+
+    for v in (rng.random(1000).astype(np.float32),
+              (rng.integers(-4, 4, 5000) * 0.25).astype(np.float32),  # many ties, negatives
+              np.array([0.0, -0.0, 1.0, -0.0, np.inf, -np.inf, 0.0], np.float32),
+              np.zeros(1, np.float32), rng.random(300)):  # float64: NumPy's own
+        np.testing.assert_array_equal(stable_argsort(v), np.argsort(v, kind="stable"))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["integer_sobel", "ThresholdTable", "threshold_table", "select_threshold", "truncated_nn"]
+__all__ = ["integer_sobel", "stable_argsort", "ThresholdTable", "threshold_table", "select_threshold", "truncated_nn"]
 
 
 def integer_sobel(m: np.ndarray, levels: int = 1024) -> np.ndarray:
@@ -25,6 +25,26 @@ def integer_sobel(m: np.ndarray, levels: int = 1024) -> np.ndarray:
     if top <= 0:
         return np.zeros(m.shape, np.int64)
     return (g / top * levels).astype(np.int64)
+
+
+def stable_argsort(v: np.ndarray) -> np.ndarray:
+    """``np.argsort(v, kind="stable")``, ~5x faster for float32 maps.
+
+    Each float32 is mapped to a uint32 with the same order (the usual sign-flip trick, after
+    ``+ 0.0`` turns -0.0 into +0.0, which the float sort treats as equal), shifted left and joined with
+    its index into one uint64 key: keys are distinct, ties are broken by index, and a plain (SIMD)
+    sort of the keys gives the stable order. Other dtypes use NumPy's stable sort.
+    """
+    v = np.asarray(v).ravel()
+    bits = max(1, int(v.size - 1).bit_length())
+    if v.dtype != np.float32 or bits > 32:
+        return np.argsort(v, kind="stable")
+    u = (v + np.float32(0)).view(np.uint32)
+    key = np.where(u >> 31, ~u, u | np.uint32(0x80000000)).astype(np.uint64)
+    key <<= np.uint64(bits)
+    key |= np.arange(v.size, dtype=np.uint64)
+    key.sort()
+    return (key & np.uint64((1 << bits) - 1)).astype(np.int64)
 
 
 @dataclass
@@ -52,7 +72,7 @@ def threshold_table(m: np.ndarray, levels: int = 1024) -> ThresholdTable:
     m = np.asarray(m)
     H, W = m.shape
     n = H * W
-    order = np.argsort(m.ravel(), kind="stable")
+    order = stable_argsort(m.ravel())
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)
     rank = rank.reshape(H, W)
