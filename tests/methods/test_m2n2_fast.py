@@ -245,3 +245,25 @@ def test_stable_argsort_equals_numpy(rng):
               np.array([0.0, -0.0, 1.0, -0.0, np.inf, -np.inf, 0.0], np.float32),
               np.zeros(1, np.float32), rng.random(300)):  # float64: NumPy's own
         np.testing.assert_array_equal(stable_argsort(v), np.argsort(v, kind="stable"))
+
+
+def test_flood_fill_one_sort_equals_skimage_reconstruction(rng):
+    from scipy import ndimage as ndi
+    from skimage.morphology import reconstruction
+
+    from iis.methods.m2n2.markov import _CROSS, flood_fill
+
+    for trial in range(40):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        m = rng.random((h, w)).astype(np.float32)
+        if trial % 3 == 0:
+            m = np.round(m * 4) / 4  # plateaus: many ties
+        elif trial % 3 == 1:
+            m = ndi.gaussian_filter(m, 2).astype(np.float32)
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        cost = np.abs(m - m[y, x])
+        seed = np.full_like(cost, cost.max())
+        seed[y, x] = 0.0
+        ref = reconstruction(seed, cost, method="erosion", footprint=_CROSS).astype(np.float32)
+        out = flood_fill(m, (x, y))
+        assert out.dtype == np.float32 and np.array_equal(out, ref), trial

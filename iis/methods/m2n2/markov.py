@@ -345,4 +345,50 @@ def flood_fill(values: np.ndarray, point: tuple[int, int]) -> np.ndarray:
     cost = np.abs(v - v[y, x])
     seed = np.full_like(cost, cost.max())
     seed[y, x] = 0.0
+    if _reconstruction_loop is not None:
+        return _reconstruct_erosion(seed, cost)
     return reconstruction(seed, cost, method="erosion", footprint=_CROSS).astype(np.float32, copy=False)
+
+
+try:  # scikit-image's compiled inner loop; its public wrapper sorts the data twice
+    from skimage.morphology._grayreconstruct import reconstruction_loop as _reconstruction_loop
+except ImportError:  # pragma: no cover - another scikit-image layout: the public function is used
+    _reconstruction_loop = None
+
+
+def _reconstruct_erosion(seed: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``skimage.morphology.reconstruction(seed, mask, "erosion", footprint=_CROSS)`` for 2-D float32,
+    with the same inner loop, the same padding and linked list, but one sort instead of two: the
+    pixel order and the value ranks both come from one stable sort of (value, index) keys
+    (:func:`.segment.stable_argsort`). The result is the unique reconstruction, so it does not depend
+    on how ties are ordered (tests compare with the public function and a brute-force Dijkstra).
+    """
+    from .segment import stable_argsort
+
+    H, W = seed.shape
+    images = np.full((2, H + 2, W + 2), seed.max(), np.float32)  # padding = max(seed), as skimage
+    images[0, 1:-1, 1:-1] = seed
+    images[1, 1:-1, 1:-1] = mask
+    flat = images.reshape(-1)
+    isize = flat.size
+    sint = np.result_type(np.min_scalar_type(-isize), np.int32)
+    uint = np.dtype(sint.char.upper())
+    image_stride = (H + 2) * (W + 2)
+    strides = np.array([-(W + 2), -1, 1, W + 2], sint)  # the 4-neighbours, in skimage's order
+    order = stable_argsort(flat).astype(sint, copy=False)  # erosion walks smallest to largest
+    prev = np.full(isize, -1, sint)
+    nxt = np.full(isize, -1, sint)
+    prev[order[1:]] = order[:-1]
+    nxt[order[:-1]] = order[1:]
+    # ranks of -images (largest value = rank 0), and the value of each rank
+    svals = flat[order]
+    step = np.empty(isize, uint)
+    step[0] = 0
+    np.not_equal(svals[1:], svals[:-1], out=step[1:], casting="unsafe")
+    asc = np.cumsum(step, dtype=uint)
+    top = asc[-1]
+    ranks = np.empty(isize, uint)
+    ranks[order] = top - asc
+    levels = svals[np.concatenate(([True], svals[1:] != svals[:-1]))][::-1]  # rank -> value
+    _reconstruction_loop(ranks, prev, nxt, strides, int(order[0]), image_stride)
+    return levels[ranks[:image_stride]].reshape(H + 2, W + 2)[1:-1, 1:-1].copy()
