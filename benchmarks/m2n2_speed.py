@@ -4,8 +4,9 @@ Each click adds one new Markov-map (chain, upsampling, flood fill, its threshold
 re-scores every click so far (paper §4.1 reports 0.6 s per click on an RTX 4090 with SD2).
 
 ``--compare`` runs the same clicks through three predictors on the same attention and prints them
-side by side: ``old`` (step-by-step chain, scores as a full product over all candidates, as first
-written), ``stepwise`` and ``blocked`` (today's scoring with either chain; ``A^L`` is per image).
+side by side: ``old`` (as first written: step-by-step chain, scikit-image's public reconstruction for
+the flood fill, NumPy's stable argsort in the threshold table, scores as a full product over all
+candidates), ``stepwise`` and ``blocked`` (today's code with either chain; ``A^L`` is per image).
 
 Examples::
 
@@ -30,6 +31,7 @@ from iis.core.types import Click
 from iis.data.io import read_image
 from iis.methods.m2n2 import AffinityAttention, DinoV2Attention, EffNetAttention, M2N2Predictor, SD2Attention
 from iis.methods.m2n2 import predictor as _pred_mod
+from iis.methods.m2n2 import segment as _seg_mod
 
 DAVIS_HW = (480, 854)
 _DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "GrabCut" / "data_GT" / "124080.jpg"
@@ -85,6 +87,19 @@ def _select_full(table, same_values, other_values, map_max, max_area=0.4, prior=
     return float(t[k]), float(score[k])
 
 
+def _flood_fill_public(values, point):
+    """The flood fill as first written (the "old" column): scikit-image's public reconstruction."""
+    from skimage.morphology import reconstruction
+
+    x, y = point
+    v = np.asarray(values, np.float32)
+    cost = np.abs(v - v[y, x])
+    seed = np.full_like(cost, cost.max())
+    seed[y, x] = 0.0
+    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
+    return reconstruction(seed, cost, method="erosion", footprint=cross).astype(np.float32, copy=False)
+
+
 def _run(pred: M2N2Predictor, img: np.ndarray, clicks: list[Click], device: str, attn=None) -> tuple[list, list]:
     pred.set_image(img)
     if attn is not None:  # share the prepared attention between the compared predictors
@@ -108,13 +123,14 @@ def _compare(a: argparse.Namespace, src, img: np.ndarray, clicks: list[Click]) -
     cols, masks, attn = {}, {}, None
     for name in ("old", "stepwise", "blocked"):
         pred = M2N2Predictor(src, chain="stepwise" if name == "old" else name, **kw)
-        orig = _pred_mod.select_threshold
+        saved = (_pred_mod.select_threshold, _pred_mod.flood_fill, _seg_mod.stable_argsort)
         if name == "old":
-            _pred_mod.select_threshold = _select_full
+            _pred_mod.select_threshold, _pred_mod.flood_fill = _select_full, _flood_fill_public
+            _seg_mod.stable_argsort = lambda v: np.argsort(v, kind="stable")
         try:
             walls, masks[name] = _run(pred, img, clicks, a.device, attn)
         finally:
-            _pred_mod.select_threshold = orig
+            _pred_mod.select_threshold, _pred_mod.flood_fill, _seg_mod.stable_argsort = saved
         attn = pred._attn
         cols[name] = (pred.timings, walls)
     n = len(clicks)
