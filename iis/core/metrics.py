@@ -21,13 +21,11 @@ def iou(gt: np.ndarray, pred: np.ndarray, ignore_as_background: bool = False) ->
     """
     obj = gt == 1
     pred = pred.astype(bool, copy=False)
+    inter = np.count_nonzero(np.logical_and(obj, pred))  # object pixels are never ignore pixels
     if ignore_as_background:
-        inter = np.count_nonzero(obj & pred)
-        union = np.count_nonzero(obj | pred)
-    else:
-        valid = gt != -1
-        inter = np.count_nonzero(obj & pred & valid)
-        union = np.count_nonzero((obj | pred) & valid)
+        union = np.count_nonzero(obj) + np.count_nonzero(pred) - inter
+    else:  # (obj | pred) & valid splits into obj and the predicted background pixels
+        union = np.count_nonzero(obj) + np.count_nonzero(np.logical_and(gt == 0, pred))
     return inter / union if union else 1.0
 
 

@@ -21,8 +21,8 @@ from iis.core.types import Click, check_image
 from iis.models.registry import register_predictor
 
 from .attention import AffinityAttention, DinoV2Attention, EffNetAttention, SD2Attention
-from .markov import (JointBilateralUpsampler, attention_distance, change_temperature, flood_fill, ipf,
-                     kl_distance, markov_chain, start_states)
+from .markov import (CHAINS, JointBilateralUpsampler, attention_distance, change_temperature, flood_fill, ipf,
+                     kl_distance, markov_chain, markov_chain_blocked, start_states, transition_power)
 from .segment import ThresholdTable, select_threshold, threshold_table, truncated_nn
 
 __all__ = ["M2N2Predictor", "make_attention"]
@@ -48,6 +48,13 @@ class M2N2Predictor:
         ipf_iterations: IPF iterations (200, §2.3); None = 200 for Markov-maps, 0 for the baselines.
         clip_min: lower clip of the attention (KL-NN: 1e-5, supp. §8); None = 1e-5 for ``kl`` only.
         threshold, max_iterations, linear_interpolation: Markov chain (0.3, 1000, on; §2.4).
+        chain: ``"stepwise"`` (one mat-vec per step, as the reference), ``"blocked"``
+            (:func:`.markov.markov_chain_blocked`: the same maps up to float rounding, from
+            ``A^chain_block`` computed once per image and batched steps) or ``"auto"`` (default):
+            blocked where the attention lives on a GPU; on CPU stepwise until a chain of the image
+            runs longer than 8 blocks, blocked from then on (the matrix power costs more than short
+            chains save; README "Speed").
+        chain_block: steps per block of the blocked chain (32).
         use_flood_fill: minimax flood fill from the click (§3.3).
         sigma_spatial, sigma_range: JBU (1.0 low-res cells, 0.1 RGB; §4.1).
         jbu_stride, jbu_max_shifts: JBU offset lattice (1 = reference; see JointBilateralUpsampler).
@@ -61,7 +68,8 @@ class M2N2Predictor:
 
     def __init__(self, attention, distance: str = "markov", temperature: float | None = None,
                  ipf_iterations: int | None = None, clip_min: float | None = None, threshold: float = 0.3,
-                 max_iterations: int = 1000, linear_interpolation: bool = True, use_flood_fill: bool = True,
+                 max_iterations: int = 1000, linear_interpolation: bool = True, chain: str = "auto",
+                 chain_block: int = 32, use_flood_fill: bool = True,
                  sigma_spatial: float = 1.0, sigma_range: float = 0.1, jbu_stride: int = 1,
                  jbu_max_shifts: int | None = None, max_area: float = 0.4, score_prior: bool = True,
                  score_edge: bool = True, score_pos: bool = True, score_neg: bool = True, cache_size: int = 20):
@@ -77,6 +85,11 @@ class M2N2Predictor:
         self.clip_min = clip_min if clip_min is not None else (1e-5 if distance == "kl" else None)
         self.threshold, self.max_iterations = float(threshold), int(max_iterations)
         self.linear_interpolation, self.use_flood_fill = bool(linear_interpolation), bool(use_flood_fill)
+        if chain not in (*CHAINS, "auto"):
+            raise ValueError(f"chain: expected one of {[*CHAINS, 'auto']}, got {chain!r}")
+        if int(chain_block) < 1:
+            raise ValueError(f"chain_block: expected >= 1, got {chain_block}")
+        self.chain, self.chain_block = chain, int(chain_block)
         self.sigma_spatial, self.sigma_range = float(sigma_spatial), float(sigma_range)
         self.jbu_stride, self.jbu_max_shifts = int(jbu_stride), jbu_max_shifts
         self.max_area = float(max_area)
@@ -93,6 +106,8 @@ class M2N2Predictor:
             return  # same image: keep the attention and Markov-map caches (§2.8)
         self._image = image.copy()
         self._attn: torch.Tensor | None = None
+        self._power: torch.Tensor | None = None
+        self._long_chains = False  # auto: a chain of this image ran long, so blocked pays off
         self._jbu: JointBilateralUpsampler | None = None
         self._cache: dict[tuple[int, int], _MapEntry] = {}
 
@@ -120,6 +135,32 @@ class M2N2Predictor:
             self._tick("attention", t0, A.device)
         return self._attn
 
+    def chain_kind(self) -> str:
+        """The chain the next click runs: ``chain``, with ``"auto"`` resolved (see the class doc)."""
+        if self.chain != "auto":
+            return self.chain
+        attn = getattr(self, "_attn", None)
+        dev = attn.device if attn is not None else getattr(self.source, "device", "cpu")
+        if torch.device(dev).type == "cuda" or getattr(self, "_long_chains", False):
+            return "blocked"
+        return "stepwise"
+
+    def description(self) -> dict[str, Any]:
+        """Settings that change the numbers (by float rounding only, for the chain) beyond the
+        builder's keyword arguments, for result files."""
+        rule = {"auto": "blocked on GPU, or on CPU after a chain longer than 8 blocks; else stepwise"}
+        return {"distance": self.distance, "chain": self.chain, "chain_rule": rule.get(self.chain),
+                "chain_block": self.chain_block}
+
+    def power(self) -> torch.Tensor:
+        """``A^chain_block`` of the current image for the blocked chain, cached."""
+        if self._power is None:
+            A = self.attention()
+            t0 = time.perf_counter()
+            self._power = transition_power(A, self.chain_block)
+            self._tick("chain_power", t0, A.device)
+        return self._power
+
     def upsampler(self) -> JointBilateralUpsampler:
         """The image's joint bilateral upsampler (range weights computed once per image), cached."""
         if self._jbu is None:
@@ -138,8 +179,15 @@ class M2N2Predictor:
         dev, (h, w), (H, W) = A.device, self.source.grid_hw, self._image.shape[:2]
         t0 = time.perf_counter()
         start = start_states(np.asarray(points), (H, W), (h, w), dev)
-        if self.distance == "markov":
+        if self.distance == "markov" and self.chain_kind() == "blocked":
+            P = self.power()
+            t0 = time.perf_counter()
+            low = markov_chain_blocked(A, start, self.threshold, self.max_iterations, self.linear_interpolation,
+                                       power=P, block=self.chain_block)
+        elif self.distance == "markov":
             low = markov_chain(A, start, self.threshold, self.max_iterations, self.linear_interpolation)
+            if self.chain == "auto" and float(low.max()) > 8 * self.chain_block:  # the steps it ran
+                self._long_chains = True
         elif self.distance == "attention":
             low = attention_distance(A, start)
         else:

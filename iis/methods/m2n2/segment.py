@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["integer_sobel", "ThresholdTable", "threshold_table", "select_threshold", "truncated_nn"]
+__all__ = ["integer_sobel", "stable_argsort", "ThresholdTable", "threshold_table", "select_threshold", "truncated_nn"]
 
 
 def integer_sobel(m: np.ndarray, levels: int = 1024) -> np.ndarray:
@@ -24,6 +25,26 @@ def integer_sobel(m: np.ndarray, levels: int = 1024) -> np.ndarray:
     if top <= 0:
         return np.zeros(m.shape, np.int64)
     return (g / top * levels).astype(np.int64)
+
+
+def stable_argsort(v: np.ndarray) -> np.ndarray:
+    """``np.argsort(v, kind="stable")``, ~5x faster for float32 maps.
+
+    Each float32 is mapped to a uint32 with the same order (the usual sign-flip trick, after
+    ``+ 0.0`` turns -0.0 into +0.0, which the float sort treats as equal), shifted left and joined with
+    its index into one uint64 key: keys are distinct, ties are broken by index, and a plain (SIMD)
+    sort of the keys gives the stable order. Other dtypes use NumPy's stable sort.
+    """
+    v = np.asarray(v).ravel()
+    bits = max(1, int(v.size - 1).bit_length())
+    if v.dtype != np.float32 or bits > 32:
+        return np.argsort(v, kind="stable")
+    u = (v + np.float32(0)).view(np.uint32)
+    key = np.where(u >> 31, ~u, u | np.uint32(0x80000000)).astype(np.uint64)
+    key <<= np.uint64(bits)
+    key |= np.arange(v.size, dtype=np.uint64)
+    key.sort()
+    return (key & np.uint64((1 << bits) - 1)).astype(np.int64)
 
 
 @dataclass
@@ -51,7 +72,7 @@ def threshold_table(m: np.ndarray, levels: int = 1024) -> ThresholdTable:
     m = np.asarray(m)
     H, W = m.shape
     n = H * W
-    order = np.argsort(m.ravel(), kind="stable")
+    order = stable_argsort(m.ravel())
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)
     rank = rank.reshape(H, W)
@@ -91,19 +112,30 @@ def select_threshold(table: ThresholdTable, same_values: np.ndarray, other_value
     m = len(t)
     if not (prior or edge or pos or neg) or m == 0:
         return 0.5, 0.0
-    score = np.ones(m)
-    if prior:
-        score *= np.linspace(0.0, 1.0, m) < max_area
-    if edge:
-        score *= table.edge
-    if pos and len(same_values):
-        # fraction of same-label clicks with value <= lambda, via a search in the sorted click values
-        score *= np.searchsorted(np.sort(same_values), t, side="right") / len(same_values)
+    # The size prior and the negative gate are 0/1 factors that hold on a prefix of the sorted
+    # candidates (the prior on the first fraction, the gate below a bound of sorted values): the
+    # product is computed on that prefix only, and everything after it scores 0 exactly as the
+    # full product would (all factors are >= 0, so the first maximum is the same).
+    n = _prior_cut(m, float(max_area)) if prior else m
     if neg:
         bound = min(float(np.min(other_values)) if len(other_values) else map_max, map_max)
-        score *= t < bound
+        n = min(n, int(np.searchsorted(t, bound, side="left")))  # t < bound
+    if n == 0:
+        return float(t[0]), 0.0
+    score = np.ones(n)
+    if edge:
+        score *= table.edge[:n]
+    if pos and len(same_values):
+        # fraction of same-label clicks with value <= lambda, via a search in the sorted click values
+        score *= np.searchsorted(np.sort(same_values), t[:n], side="right") / len(same_values)
     k = int(np.argmax(score))
     return float(t[k]), float(score[k])
+
+
+@functools.lru_cache(maxsize=64)
+def _prior_cut(m: int, max_area: float) -> int:
+    """Number of candidates passing the size prior ``linspace(0, 1, m) < max_area`` (a prefix)."""
+    return int(np.count_nonzero(np.linspace(0.0, 1.0, m) < max_area))
 
 
 def truncated_nn(adjusted: np.ndarray, positive: np.ndarray, points: np.ndarray) -> np.ndarray:
