@@ -277,7 +277,10 @@ def build_method(method: str | None = None, *, ckpt: str | Path | None = None, w
         if weights:
             raise IISError(f"--weights: {method} is a training-free method and takes no weights")
         pred = _create(method, predictor_entry(method), create_predictor, kw)
-        return BuiltMethod(pred, {"method": method, "kwargs": kw}, getattr(pred, "default_protocol", "plain"))
+        desc = {"method": method, "kwargs": kw}
+        if callable(getattr(pred, "description", None)):  # settings beyond the kwargs that change numbers
+            desc["settings"] = pred.description()
+        return BuiltMethod(pred, desc, getattr(pred, "default_protocol", "plain"))
     if method in list_models():
         note, info, sd = None, None, None
         if weights:

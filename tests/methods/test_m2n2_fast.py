@@ -267,3 +267,12 @@ def test_flood_fill_one_sort_equals_skimage_reconstruction(rng):
         ref = reconstruction(seed, cost, method="erosion", footprint=_CROSS).astype(np.float32)
         out = flood_fill(m, (x, y))
         assert out.dtype == np.float32 and np.array_equal(out, ref), trial
+
+
+def test_chain_setting_reaches_the_method_description():
+    """results.json records how the chain was run (it changes numbers by float rounding)."""
+    from iis.eval.loading import build_method
+
+    built = build_method("m2n2_affinity", kwargs={"chain": "stepwise"})
+    assert built.desc["settings"]["chain"] == "stepwise"
+    assert build_method("m2n2_affinity").desc["settings"]["chain"] == "auto"
