@@ -214,10 +214,10 @@ class DevicePool:
         self._procs: list[Any] = []
         self._conns: list[Any] = []
         self._key = 0
+        self._open = False
 
     def __enter__(self) -> "DevicePool":
         import torch
-        import torch.multiprocessing as mp
 
         if not isinstance(self.method, torch.nn.Module):  # modules travel as shared tensors; others as a pickle
             try:
@@ -225,6 +225,13 @@ class DevicePool:
             except Exception as e:  # noqa: BLE001 - any pickling failure means the same thing here
                 raise IISError(f"--devices {self.devices}: the method {type(self.method).__name__} cannot be sent to "
                                f"worker processes ({type(e).__name__}: {e}); use --devices 1") from None
+        self._open = True
+        return self
+
+    def _start(self) -> None:
+        """Spawn the workers (at the first dataset, after its logs were checked: a refusal costs no start-up)."""
+        import torch.multiprocessing as mp
+
         ctx = mp.get_context("spawn")  # fork would copy a CUDA context and the launcher's threads
         env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
         os.environ.update({k: str(self.threads) for k in env})  # threads at the workers' import of torch
@@ -251,9 +258,9 @@ class DevicePool:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._open = False
         self._stop(kill=exc[0] is not None)
 
     def _stop(self, kill: bool) -> None:
@@ -286,7 +293,7 @@ class DevicePool:
         single-device log; ranks write ``rank_log_path(log_path, r)``. ``progress`` gets the number of
         instances finished over all ranks. ``device`` is ignored (each rank has its own).
         """
-        if not self._procs:
+        if not self._open:
             raise RuntimeError("DevicePool.evaluate_step outside its `with` block")
         world = self.devices
         if log_path is not None:
@@ -295,6 +302,8 @@ class DevicePool:
                 for p in _rank_logs(log_path):
                     p.unlink()
             _check_world_size(log_path, world)
+        if not self._procs:
+            self._start()
         self._key += 1
         key = self._key
         for conn in self._conns:
