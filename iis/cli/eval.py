@@ -137,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         return _print_list()
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    from ..eval.distributed import WorkerError
+
     try:
         if args.reproduce:
             from ..eval.reproduce import run_reproduce
@@ -149,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # IISError is a ValueError; OSError: a file or folder the user named
         print(f"iis-eval: error: {e}", file=sys.stderr)
         return 2
+    except WorkerError as e:  # --devices: a worker died or crashed (not bad input); its log is kept
+        print(f"iis-eval: error: {e}", file=sys.stderr)
+        return 1
 
 
 def _method_kwargs(args) -> dict[str, Any]:

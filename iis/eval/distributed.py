@@ -326,6 +326,7 @@ class DevicePool:
                     if rank in parts:
                         del by_sentinel[ready]
                         continue
+                    self._procs[rank].join(timeout=5)
                     code = self._procs[rank].exitcode
                     raise WorkerError(f"rank {rank} ({rank_device(self.device, rank)}) died with exit code {code} "
                                       f"while evaluating {name}; its log keeps the instances it finished: rerun to "
