@@ -238,3 +238,15 @@ def test_merge_restores_selection_order_and_refuses_gaps():
         merge_shards([_part("toy", ["s0", "s2", "s4"]), _part("toy", ["s1"])], _DS(), limit=5)
     with pytest.raises(WorkerError, match="instance 3 came back as 's1'"):  # a duplicated one
         merge_shards([_part("toy", ["s0", "s2", "s4"]), _part("toy", ["s1", "s1"])], _DS(), limit=5)
+
+
+def test_threads_per_worker_share_the_cores(monkeypatch):
+    import iis.eval.distributed as dist
+
+    monkeypatch.undo()  # the autouse fixture pinned it to 1
+    monkeypatch.setattr(dist, "cpu_cores", lambda: 16)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [dist.threads_per_worker(n) for n in (1, 2, 3, 16)] == [16, 8, 5, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # a budget the user set is honoured
+    assert [dist.threads_per_worker(n) for n in (1, 2, 3, 8)] == [4, 2, 1, 1]
+    assert dist.rank_device("cuda", 3) == "cuda:3" and dist.rank_device("cpu", 3) == "cpu"
