@@ -307,10 +307,11 @@ def _run(args) -> int:
             t0 = time.perf_counter()
             try:
                 r = step(ds, base, device=args.device, dtype=dtype, limit=args.limit,
-                                  desc=identity, info={"method": desc, "device": args.device},
-                                  log_path=out / "instances" / f"{ds.name}.jsonl", overwrite=args.overwrite,
-                                  skip_invalid=args.skip_invalid, progress=lambda k, bar=bar: bar.update(k - bar.n),
-                                  on_instance=on_instance, keep_preds=functools.partial(_below, args.vis) if args.vis else None)
+                         desc=identity, info={"method": desc, "device": args.device},
+                         log_path=out / "instances" / f"{ds.name}.jsonl", overwrite=args.overwrite,
+                         skip_invalid=args.skip_invalid, progress=lambda k, bar=bar: bar.update(k - bar.n),
+                         on_instance=on_instance,
+                         keep_preds=functools.partial(_below, args.vis) if args.vis else None)
             except InvalidSampleError as e:
                 raise InvalidSampleError(f"{ds.name} {e.sample_id}", e.reason) from None
             finally:

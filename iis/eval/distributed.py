@@ -123,7 +123,8 @@ def _check_world_size(log_path: Path, world: int) -> None:
             with open(p, encoding="utf-8", errors="replace") as f:
                 n = sum(1 for ln in f) - 1
             raise IISError(f"{p}: resume refused, shard.world_size: stored {stored}, now {world}; pass --overwrite "
-                           f"to discard its {n} stored instance(s), run with --devices {stored}, or choose another --out")
+                           f"to discard its {n} stored instance(s), run with --devices {stored}, "
+                           "or choose another --out")
 
 
 def _die_with_parent(parent: int) -> None:

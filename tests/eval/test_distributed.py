@@ -117,8 +117,8 @@ def test_a_killed_two_device_run_resumes(reference, tmp_path, capsys):
     script = Path(sys.executable).parent / "iis-eval"  # the real console script (PYTHONPATH: this tree wins)
     cmd = [str(script) if script.exists() else sys.executable, *([] if script.exists() else ["-m", "iis.cli.eval"]),
            *args, "--out", str(out), "--devices", "2"]
-    p = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # 1 thread per worker, as the reference
+    p = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def logged():
         return sum(max(0, len(f.read_text().splitlines()) - 1) for f in logs if f.exists())
