@@ -61,10 +61,10 @@ def main() -> None:
         raise SystemExit("eval_devices.py: pass --data-root or set IIS_DATA_ROOT")
     counts = [int(x) for x in args.devices.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.weights:  # fixed weights: a random init would differ between the commands' processes
-            import torch
+        from iis.models.registry import create_model, list_models
 
-            from iis.models.registry import create_model
+        if not args.weights and args.method in list_models():  # fixed weights: a random init would differ
+            import torch  # between the commands' processes
 
             torch.manual_seed(0)
             args.weights = str(Path(tmp) / "w.pth")
