@@ -133,6 +133,7 @@ def test_a_killed_two_device_run_resumes(reference, tmp_path, capsys):
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     assert not (out / "results.json").exists(), "the run finished before it was killed; raise LIMIT"
+    assert (out / ".iis-eval.lock").read_text().strip() == str(p.pid)  # the launcher held the --out lock
     before = {}
     for f in logs:
         lines = f.read_text().splitlines() if f.exists() else []
