@@ -6,6 +6,7 @@ Examples::
     iis-eval --ckpt runs/train/quickstart/checkpoints/last.ckpt --datasets synthetic
     iis-eval --method m2n2 --method-arg sd2_path=/models/stable-diffusion-2 --datasets davis
     iis-eval --reproduce simpleclick_vit_base_cocolvis --weights cocolvis_vit_base.pth
+    iis-eval --method simpleclick_vit_base --weights w.pth --datasets sbd --device cuda --devices 4
 
 Bad input (an argument out of range or that does not apply to the method, a file of the wrong kind,
 an invalid dataset instance without ``--skip-invalid``, an ``--out`` in use or holding results of
