@@ -251,3 +251,21 @@ def test_threads_per_worker_share_the_cores(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "4")  # a budget the user set is honoured
     assert [dist.threads_per_worker(n) for n in (1, 2, 3, 8)] == [4, 2, 1, 1]
     assert dist.rank_device("cuda", 3) == "cuda:3" and dist.rank_device("cpu", 3) == "cpu"
+
+
+@needs_2_cores
+def test_a_dead_worker_is_reported_and_its_log_kept(tmp_path):
+    from iis.data import get_dataset
+    from iis.eval.distributed import DevicePool
+    from iis.eval.loading import build_method
+
+    log = tmp_path / "instances" / "synthetic.jsonl"
+    with pytest.raises(WorkerError, match=r"rank 1 \(cpu\) died with exit code -9 while evaluating synthetic; .*rerun"):
+        with DevicePool(build_method("random_walker", kwargs={}).obj, 2, "cpu") as pool:
+            def kill_rank1(done):
+                if pool._procs[1].is_alive():
+                    os.kill(pool._procs[1].pid, signal.SIGKILL)
+
+            pool.evaluate_step(get_dataset("synthetic"), get_protocol("plain").with_options(max_clicks=3), limit=20,
+                               log_path=log, progress=kill_rank1)
+    assert rank_log_path(log, 1).exists() and not pool._procs  # workers stopped, the rank log left in place
