@@ -6,6 +6,7 @@ Examples::
     iis-eval --ckpt runs/train/quickstart/checkpoints/last.ckpt --datasets synthetic
     iis-eval --method m2n2 --method-arg sd2_path=/models/stable-diffusion-2 --datasets davis
     iis-eval --reproduce simpleclick_vit_base_cocolvis --weights cocolvis_vit_base.pth
+    iis-eval --method simpleclick_vit_base --weights w.pth --datasets sbd --device cuda --devices 4
 
 Bad input (an argument out of range or that does not apply to the method, a file of the wrong kind,
 an invalid dataset instance without ``--skip-invalid``, an ``--out`` in use or holding results of
@@ -85,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vis", type=_ranged(int, lambda v: v >= 0, "an integer >= 0"), default=0, metavar="N",
                    help="write overlays of the first N instances")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:i")
+    p.add_argument("--devices", type=_ranged(int, lambda v: v >= 1, "an integer >= 1"), default=1, metavar="N",
+                   help="evaluate on N worker processes: N CPU shares (--device cpu) or GPUs cuda:0..N-1 "
+                        "(--device cuda); instance i goes to rank i %% N, the numbers are those of one device")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast dtype of a model (default fp32)")
     p.add_argument("--weights", help="state dict to load into --method MODEL (e.g. converted weights)")
     p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -134,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         return _print_list()
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    from ..eval.distributed import WorkerError
+
     try:
         if args.reproduce:
             from ..eval.reproduce import run_reproduce
@@ -146,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # IISError is a ValueError; OSError: a file or folder the user named
         print(f"iis-eval: error: {e}", file=sys.stderr)
         return 2
+    except WorkerError as e:  # --devices: a worker died or crashed (not bad input); its log is kept
+        print(f"iis-eval: error: {e}", file=sys.stderr)
+        return 1
 
 
 def _method_kwargs(args) -> dict[str, Any]:
@@ -187,6 +196,10 @@ def _check_args(args) -> None:
                 raise IISError(f"--protocol {args.protocol}: its {', '.join(used)} apply to models only, not to "
                                f"the training-free {args.method}; use plain or m2n2")
     _check_device(args.device)
+    if args.devices > 1:
+        from ..eval.distributed import check_devices
+
+        check_devices(args.devices, args.device)
     if args.out:
         _check_out(Path(args.out))
 
@@ -220,7 +233,36 @@ def _check_out(out: Path) -> None:
             return
 
 
+def _write_overlay(vis_dir: Path, num: int, i: int, sample: Any, res: Any) -> None:
+    # module level (not a closure) so that --devices workers can receive it
+    if i < num and res.preds:
+        import cv2
+
+        from ..eval.report import overlay
+
+        pic = overlay(sample.image, res.preds[-1], res.clicks, sample.gt)
+        vis_dir.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(vis_dir / f"{sample.id.replace('/', '_').replace('#', '_')}.png"), pic[..., ::-1])
+
+
+def _below(num: int, i: int) -> bool:
+    return i < num
+
+
+def _device_pool(args, method):
+    """``--devices N``: the worker pool that shards each dataset (iis/eval/distributed.py); None for one device."""
+    if args.devices == 1:
+        import contextlib
+
+        return contextlib.nullcontext()
+    from ..eval.distributed import DevicePool
+
+    return DevicePool(method, args.devices, args.device)
+
+
 def _run(args) -> int:
+    import functools
+
     import torch
     from tqdm import tqdm
 
@@ -228,7 +270,7 @@ def _run(args) -> int:
     from ..data import get_dataset
     from ..eval.identity import method_identity
     from ..eval.io import atomic_write_json, atomic_write_text, exclusive_lock, provenance
-    from ..eval.report import overlay, plot_miou, results_table
+    from ..eval.report import plot_miou, results_table
     from ..eval.runner import evaluate_step
 
     _check_args(args)
@@ -254,30 +296,23 @@ def _run(args) -> int:
     out = Path(args.out or Path("runs") / "eval" / f"{title}_{base.name}")
     _check_out(out)
     results: dict[str, Any] = {**provenance(), "method": desc, "method_identity": identity,
-                               "protocol": base.to_dict(), "argv": args.argv,
+                               "protocol": base.to_dict(), "argv": args.argv, "devices": args.devices,
                                "skip_invalid": args.skip_invalid, "datasets": {}}
     summaries = {}
-    with exclusive_lock(out / ".iis-eval.lock"):
+    with exclusive_lock(out / ".iis-eval.lock"), _device_pool(args, built.obj) as pool:
+        step = pool.evaluate_step if pool is not None else functools.partial(evaluate_step, built.obj)
         for ds in datasets:
             n = min(len(ds), args.limit) if args.limit else len(ds)
             bar = tqdm(total=n, desc=ds.name, unit="inst", disable=args.quiet, file=sys.stderr)
-            vis_dir = out / "vis" / ds.name
-
-            def on_instance(i, sample, res, vis_dir=vis_dir):
-                if args.vis and i < args.vis and res.preds:
-                    import cv2
-
-                    pic = overlay(sample.image, res.preds[-1], res.clicks, sample.gt)
-                    vis_dir.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(vis_dir / f"{sample.id.replace('/', '_').replace('#', '_')}.png"), pic[..., ::-1])
-
+            on_instance = functools.partial(_write_overlay, out / "vis" / ds.name, args.vis)
             t0 = time.perf_counter()
             try:
-                r = evaluate_step(built.obj, ds, base, device=args.device, dtype=dtype, limit=args.limit,
-                                  desc=identity, info={"method": desc, "device": args.device},
-                                  log_path=out / "instances" / f"{ds.name}.jsonl", overwrite=args.overwrite,
-                                  skip_invalid=args.skip_invalid, progress=lambda k, bar=bar: bar.update(k - bar.n),
-                                  on_instance=on_instance, keep_preds=(lambda i: i < args.vis) if args.vis else None)
+                r = step(ds, base, device=args.device, dtype=dtype, limit=args.limit,
+                         desc=identity, info={"method": desc, "device": args.device},
+                         log_path=out / "instances" / f"{ds.name}.jsonl", overwrite=args.overwrite,
+                         skip_invalid=args.skip_invalid, progress=lambda k, bar=bar: bar.update(k - bar.n),
+                         on_instance=on_instance,
+                         keep_preds=functools.partial(_below, args.vis) if args.vis else None)
             except InvalidSampleError as e:
                 raise InvalidSampleError(f"{ds.name} {e.sample_id}", e.reason) from None
             finally:
