@@ -271,6 +271,7 @@ def _run(args) -> int:
     from ..eval.identity import method_identity
     from ..eval.io import atomic_write_json, atomic_write_text, exclusive_lock, provenance
     from ..eval.report import plot_miou, results_table
+    from ..eval.distributed import check_log_layout
     from ..eval.runner import evaluate_step
 
     _check_args(args)
@@ -306,6 +307,7 @@ def _run(args) -> int:
             bar = tqdm(total=n, desc=ds.name, unit="inst", disable=args.quiet, file=sys.stderr)
             on_instance = functools.partial(_write_overlay, out / "vis" / ds.name, args.vis)
             t0 = time.perf_counter()
+            check_log_layout(out / "instances" / f"{ds.name}.jsonl", args.devices, args.overwrite)
             try:
                 r = step(ds, base, device=args.device, dtype=dtype, limit=args.limit,
                          desc=identity, info={"method": desc, "device": args.device},

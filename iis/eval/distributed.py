@@ -41,7 +41,7 @@ from ..core.errors import IISError, InvalidSampleError
 from .io import exclusive_lock
 from .runner import DatasetResult, evaluate_step, summarize_instances
 
-__all__ = ["DevicePool", "WorkerError", "check_devices", "cpu_cores", "rank_device", "rank_log_path",
+__all__ = ["DevicePool", "WorkerError", "check_devices", "check_log_layout", "cpu_cores", "rank_device", "rank_log_path",
            "threads_per_worker"]
 
 
@@ -107,6 +107,23 @@ def rank_log_path(log_path: str | Path, rank: int) -> Path:
 
 def _rank_logs(log_path: Path) -> list[Path]:
     return sorted(log_path.parent.glob(f"{log_path.stem}.rank*{log_path.suffix}"))
+
+
+def check_log_layout(log_path: str | Path, devices: int, overwrite: bool = False) -> None:
+    """Refuse to resume from the other layout's logs (a one-device ``<dataset>.jsonl`` under ``--devices N``,
+    rank logs under one device), which would otherwise be ignored and recomputed beside them; with
+    ``overwrite`` they are removed instead."""
+    log_path = Path(log_path)
+    others = [log_path] if devices > 1 and log_path.exists() else _rank_logs(log_path) if devices == 1 else []
+    for p in others:
+        if overwrite:
+            p.unlink()
+            continue
+        with open(p, encoding="utf-8", errors="replace") as f:
+            n = max(sum(1 for _ in f) - 1, 0)
+        stored = "1 (one log)" if p == log_path else "a sharded run (rank logs)"
+        raise IISError(f"{p}: resume refused, shard.world_size: stored {stored}, now {devices}; pass --overwrite "
+                       f"to discard its {n} stored instance(s), run with the same --devices, or choose another --out")
 
 
 def _check_world_size(log_path: Path, world: int) -> None:

@@ -27,6 +27,7 @@ from ..core.errors import IISError, WeightsMismatchError
 
 __all__ = ["BuiltMethod", "build_method", "builder_keywords", "check_kwargs"]
 
+RANDOM_INIT_SEED = 0
 RANDOM_INIT_NOTE = ("NOTE: randomly initialised weights (no --ckpt/--weights): numbers are for smoke runs and "
                     "timing only")
 
@@ -299,11 +300,19 @@ def build_method(method: str | None = None, *, ckpt: str | Path | None = None, w
             raise IISError(f"--method-arg {unknown[0]}: {method} does not take it; accepted keys of {method}: "
                            f"{', '.join(allowed)}")
         _check_option_types(method, model_entry(method).options, kw)
-        model = create_model(method, **kw)
+        if sd is None:  # random init from a fixed seed: the same name + kwargs is the same function, in any
+            # process (the identity of a resumable log records only `random_init`)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_INIT_SEED)
+                model = create_model(method, **kw)
+        else:
+            model = create_model(method, **kw)
         if sd is not None:
             load_fitting(model, sd, f"--weights {weights}", method)
         desc: dict[str, Any] = {"method": method, "kwargs": kw, "weights": str(weights) if weights else None,
                                 "random_init": not weights}
+        if not weights:
+            desc["init_seed"] = RANDOM_INIT_SEED
         if info is not None:
             desc["weights_sha256"] = info["sha256"]
             if info["official"]:

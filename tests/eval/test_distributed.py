@@ -269,3 +269,33 @@ def test_a_dead_worker_is_reported_and_its_log_kept(tmp_path):
             pool.evaluate_step(get_dataset("synthetic"), get_protocol("plain").with_options(max_clicks=3), limit=20,
                                log_path=log, progress=kill_rank1)
     assert rank_log_path(log, 1).exists() and not pool._procs  # workers stopped, the rank log left in place
+
+
+@needs_grabcut
+def test_logs_of_the_other_layout_are_refused_not_ignored(reference, tmp_path, capsys):
+    """A one-device log under --devices 2 (or rank logs under one device) would be recomputed beside."""
+    import shutil
+
+    reference, args = reference
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    capsys.readouterr()
+    assert _eval(*args, "--out", str(out), "--devices", "2") == 2
+    assert "shard.world_size: stored 1 (one log), now 2" in _err_line(capsys)
+    log = out / "instances" / "grabcut.jsonl"
+    log.rename(rank_log_path(log, 0))
+    assert _eval(*args, "--out", str(out)) == 2
+    assert "shard.world_size: stored a sharded run (rank logs), now 1" in _err_line(capsys)
+
+
+def test_random_init_is_a_function_of_name_and_kwargs():
+    """Two builds without weights (in one process, whatever the global RNG did) are the same model."""
+    import torch
+
+    from iis.eval.loading import build_method
+
+    a = build_method("simpleclick_vit_test").obj.state_dict()
+    torch.rand(7)
+    b = build_method("simpleclick_vit_test").obj.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert build_method("simpleclick_vit_test").desc["init_seed"] == 0
