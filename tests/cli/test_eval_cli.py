@@ -54,8 +54,8 @@ def test_resume_skips_written_instances(tmp_path, monkeypatch, capsys):
     calls = []
     import iis.eval.runner as runner
 
-    real = runner.run_instance
-    monkeypatch.setattr(runner, "run_instance", lambda *a, **k: calls.append(k["id"]) or real(*a, **k))
+    real = runner.run_instances
+    monkeypatch.setattr(runner, "run_instances", lambda p, items, *a, **k: real(p, (calls.append(it.id) or it for it in items), *a, **k))
     assert _run(tmp_path) == 0
     assert len(calls) == 2  # only the two missing instances were recomputed
     res = json.loads((tmp_path / "out" / "results.json").read_text())
