@@ -204,11 +204,14 @@ class ModelPredictor:
         dtype: autocast dtype (``torch.bfloat16``/``torch.float16``) or None for fp32.
         channels_last: run the model and its inputs in the channels-last memory format.
         compile: run the model through ``torch.compile`` (compiled once per model object).
-        min_forward_batch: pad a forward of fewer samples with copies of the last one. PyTorch's CPU
-            kernels for a batch of one differ from those of a larger batch (native instead of oneDNN
-            convolutions for small inputs, GEMV for one-row products), so a sample's logits move by
-            float rounding when it shares a forward; evaluation on CPU sets 2 so that batched and
-            sequential runs are bit-identical (costs a second sample only where flip TTA is off).
+        min_forward_batch, max_forward_batch: pad a forward of fewer samples with copies of the last
+            one; split a larger one into near-equal chunks. PyTorch's CPU convolution dispatch picks
+            other kernels for a batch of one (native instead of oneDNN for small inputs) and, with one
+            intra-op thread, from 16 samples on (oneDNN instead of native for 1x1 convolutions), so a
+            sample's logits would move by float rounding with the batch it shares. Evaluation on CPU
+            uses 2 and 15 (:func:`iis.eval.runner.evaluate_step`), the range a sequential flip-TTA
+            forward lies in, so batched and sequential runs are bit-identical (padding costs a second
+            sample only where flip TTA is off). None/1 = no limit (GPUs).
 
     ``latency`` accumulates pure model time (CUDA-synchronised), next to the reference SPC.
 
@@ -218,7 +221,7 @@ class ModelPredictor:
 
     def __init__(self, model: torch.nn.Module, protocol: EvalProtocol, device: str | torch.device = "cpu",
                  dtype: torch.dtype | None = None, *, channels_last: bool = False, compile: bool = False,
-                 min_forward_batch: int = 1):
+                 min_forward_batch: int = 1, max_forward_batch: int | None = None):
         self.device = torch.device(device)
         self.channels_last = bool(channels_last)
         if isinstance(model, torch.nn.Module):
@@ -233,6 +236,7 @@ class ModelPredictor:
         # output moves (by rounding) with N gets one forward per click count instead
         self.pad_clicks = bool(getattr(model, "click_padding_exact", False))
         self.min_forward_batch = max(1, int(min_forward_batch))
+        self.max_forward_batch = max(self.min_forward_batch, int(max_forward_batch)) if max_forward_batch else None
         self._forward = self.model
         if compile:
             if not isinstance(model, torch.nn.Module):
@@ -338,15 +342,24 @@ class ModelPredictor:
             flipped[..., 0] = torch.where(valid, w - 1 - flipped[..., 0], flipped[..., 0])
             x = torch.cat([x, x.flip(-1)], 0)
             pts = torch.cat([pts, flipped], 0)
+        out = self._run_chunked(x, pts)
+        if self.protocol.flip:
+            return [torch.stack([out[i], out[n + i]]) for i in range(n)]
+        return [out[i:i + 1] for i in range(n)]
+
+    def _run_chunked(self, x: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+        """``_run`` within [min_forward_batch, max_forward_batch] samples per call (see the class doc)."""
         real = x.shape[0]
         if real < self.min_forward_batch:
             extra = self.min_forward_batch - real
             x = torch.cat([x, x[-1:].expand(extra, *x.shape[1:])], 0)
             pts = torch.cat([pts, pts[-1:].expand(extra, *pts.shape[1:])], 0)
-        out = self._run(x, pts)[:real]
-        if self.protocol.flip:
-            return [torch.stack([out[i], out[n + i]]) for i in range(n)]
-        return [out[i:i + 1] for i in range(n)]
+            return self._run(x, pts)[:real]
+        if self.max_forward_batch is None or real <= self.max_forward_batch:
+            return self._run(x, pts)
+        chunks = -(-real // self.max_forward_batch)
+        bounds = [real * k // chunks for k in range(chunks + 1)]  # near-equal, each >= min_forward_batch
+        return torch.cat([self._run(x[a:b], pts[a:b]) for a, b in zip(bounds, bounds[1:])], 0)
 
     def _finish(self, st: InstanceState, p: _Prepared, logits: torch.Tensor) -> np.ndarray:
         full = tuple(st.image.shape[-2:])
