@@ -327,7 +327,8 @@ def _run_section(name: str, a: argparse.Namespace) -> dict[str, Any]:
         part = Path(tmp) / f"{name}.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--section", name, "--part", str(part),
                "--budget", str(budget)] + (["--smoke"] if a.smoke else []) + (
-            ["--peak-tflops", str(a.peak_tflops)] if a.peak_tflops else [])
+            ["--peak-tflops", str(a.peak_tflops)] if a.peak_tflops else []) + (
+            ["--threads", str(a.threads)] if a.threads else [])
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         t0 = time.perf_counter()
         try:
@@ -388,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part", help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, default=60.0, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.smoke and a.threads is None:
+        a.threads = 1  # tiny models: one intra-op thread beats an OpenMP team on a shared CPU
     if a.section:
         return _child(a)
     names = [s.strip() for s in a.sections.split(",") if s.strip()]
