@@ -197,7 +197,7 @@ class ModelPredictor:
 
     Two ways to drive it: ``set_image`` + ``predict`` (one instance, used by the API sessions) and
     ``new_state`` + ``predict_batch`` (many instances, one forward per input shape: batched
-    evaluation, docs/protocol.md "Batched evaluation"). ``predict`` is ``predict_batch`` of one, so
+    evaluation, docs/protocol.md §A.12). ``predict`` is ``predict_batch`` of one, so
     both give the same numbers wherever the model's per-sample result does not depend on the batch.
 
     Args:

@@ -220,3 +220,34 @@ def test_training_free_predictor_runs_one_at_a_time(data_root):
     _check_same(seq, bat, "random_walker")
     with pytest.raises(ValueError, match="models only"):
         evaluate_step(pred, ds, proto, compile=True)
+
+
+def test_training_callback_batch_size(models):
+    """InteractiveEvaluation(batch_size=B) runs the same evaluate_step: same summary, overlays still kept."""
+    from types import SimpleNamespace
+
+    from iis.lightning.callbacks import InteractiveEvaluation
+
+    trainer = SimpleNamespace(current_epoch=0, global_rank=0, world_size=1, loggers=[])
+    module = SimpleNamespace(model=models["simpleclick_vit_test"], device=torch.device("cpu"),
+                             hparams=SimpleNamespace(protocol="plain"))
+    kw = dict(datasets=["synthetic"], protocol="plain", max_clicks=3, limit=6, num_vis=2,
+              dataset_kwargs={"synthetic": {"size": (40, 56)}})
+    seq = InteractiveEvaluation(**kw).run(trainer, module, log=False)["synthetic"]
+    bat = InteractiveEvaluation(batch_size=4, **kw).run(trainer, module, log=False)["synthetic"]
+    assert seq["noc"] == bat["noc"] and seq["miou"] == bat["miou"] and bat["num_instances"] == 6
+    with pytest.raises(ValueError, match="batch_size"):
+        InteractiveEvaluation(batch_size=0)
+
+
+@pytest.mark.slow
+def test_compile_and_channels_last_run(tmp_path):
+    """--compile / --channels-last end to end (torch.compile on CPU takes a while: slow)."""
+    from iis.cli.eval import main
+
+    out = tmp_path / "out"
+    assert main(["--method", "simpleclick_vit_test", "--protocol", "plain", "--datasets", "synthetic", "--limit", "2",
+                 "--max-clicks", "2", "--out", str(out), "--quiet", "--compile", "--channels-last",
+                 "--batch-size", "2"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["inference"]["compile"] is True and res["method_identity"]["compile"] is True
