@@ -127,10 +127,8 @@ def _batch_api(predictor: Predictor, batch_size: int):
     """(start, predict_many, capacity): batching predictors (``new_state``/``predict_batch``) take up to
     ``batch_size`` instances at once; any other predictor holds one image at a time, so it runs one
     instance after the other, as it always did."""
-    if batch_size > 1 and hasattr(predictor, "predict_batch") and hasattr(predictor, "new_state"):
-        return predictor.new_state, predictor.predict_batch, batch_size
     if hasattr(predictor, "predict_batch") and hasattr(predictor, "new_state"):
-        return predictor.new_state, predictor.predict_batch, 1
+        return predictor.new_state, predictor.predict_batch, max(1, batch_size)
 
     def start(image: np.ndarray) -> None:
         predictor.set_image(image)
