@@ -47,8 +47,12 @@ def method_identity(desc: Mapping[str, Any], precision: str | None = None, *, ch
         elif not k.endswith("_sha256") or k[:-7] not in FILE_KEYS:
             out[k] = v
     out["precision"] = precision or "fp32"
-    out["channels_last"] = bool(channels_last)
-    out["compile"] = bool(compile)
+    # only when set: a log written before these options existed (defaults) still resumes, and a log
+    # written with one refuses a run without it ("method.compile: stored true, now absent")
+    if channels_last:
+        out["channels_last"] = True
+    if compile:
+        out["compile"] = True
     return out
 
 

@@ -198,19 +198,22 @@ def test_inference_options_recorded_and_resume_refuses_another(tmp_path, capsys)
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["inference"] == {"precision": "fp32", "channels_last": False, "compile": False, "batch_size": 3,
                                 "batched": True}
-    assert res["method_identity"]["channels_last"] is False and res["method_identity"]["compile"] is False
+    assert "channels_last" not in res["method_identity"] and "compile" not in res["method_identity"]  # defaults
     first = res["datasets"]["synthetic"]["instances"]
     assert _run(tmp_path) == 0  # batch size 1 resumes the batch-3 log: same identity, same numbers
     assert json.loads((tmp_path / "out" / "results.json").read_text())["datasets"]["synthetic"]["instances"] == first
     capsys.readouterr()
     assert _run(tmp_path, "--channels-last") == 2
     err = capsys.readouterr().err
-    assert "method.channels_last: stored false, now true" in err and len(err.splitlines()) == 1
+    assert "method.channels_last: absent in the stored header, now true" in err and len(err.splitlines()) == 1
     assert _run(tmp_path, "--precision", "bf16") == 2
     assert "method.precision: stored \"fp32\", now \"bf16\"" in capsys.readouterr().err
     assert _run(tmp_path, "--channels-last", out="cl") == 0  # channels-last runs (fp32: same masks here)
     cl = json.loads((tmp_path / "cl" / "results.json").read_text())
-    assert cl["inference"]["channels_last"] is True
+    assert cl["inference"]["channels_last"] is True and cl["method_identity"]["channels_last"] is True
+    capsys.readouterr()
+    assert _run(tmp_path, out="cl") == 2  # and back: the channels-last log refuses a run without it
+    assert "method.channels_last: stored true, now absent" in capsys.readouterr().err
 
 
 def test_unsupported_precision_is_one_line(tmp_path, capsys, monkeypatch):
