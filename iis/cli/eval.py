@@ -89,7 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=_ranged(int, lambda v: v >= 1, "an integer >= 1"), default=1, metavar="N",
                    help="evaluate on N worker processes: N CPU shares (--device cpu) or GPUs cuda:0..N-1 "
                         "(--device cuda); instance i goes to rank i %% N, the numbers are those of one device")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast dtype of a model (default fp32)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast dtype of a model (default fp32); "
+                   "changes numbers, so it is part of the instance-log identity")
+    p.add_argument("--channels-last", action="store_true", help="run the model in channels-last memory format "
+                   "(models only; part of the log identity)")
+    p.add_argument("--compile", action="store_true", help="run the model through torch.compile (models only; part "
+                   "of the log identity)")
+    p.add_argument("--batch-size", type=_ranged(int, lambda v: v >= 1, "an integer >= 1"), default=1, metavar="B",
+                   help="instances evaluated in lockstep, one model forward for all their crops (default 1); same "
+                        "numbers as 1 on CPU; training-free methods run one at a time")
     p.add_argument("--weights", help="state dict to load into --method MODEL (e.g. converted weights)")
     p.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for the method/model builder (repeatable)")
@@ -186,7 +194,8 @@ def _check_args(args) -> None:
         raise IISError("--target-iou: has no effect with --iou-analysis (no early stop); pass one of them")
     if args.method in list_predictors():  # training-free: no network, no weights, no model transforms
         for opt, given in (("--weights", args.weights), ("--precision", args.precision),
-                           ("--no-flip", args.no_flip)):
+                           ("--no-flip", args.no_flip), ("--channels-last", args.channels_last),
+                           ("--compile", args.compile)):
             if given:
                 raise IISError(f"{opt}: {args.method} is a training-free method; {opt} applies to models only")
         if args.protocol:
@@ -200,6 +209,7 @@ def _check_args(args) -> None:
         from ..eval.distributed import check_devices
 
         check_devices(args.devices, args.device)
+    _check_inference(args)
     if args.out:
         _check_out(Path(args.out))
 
@@ -221,6 +231,31 @@ def _check_device(device: str) -> None:
             raise IISError(f"--device {device}: MPS is not available here; use --device cpu")
     elif dev.type != "cpu":
         raise IISError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+
+
+def _check_inference(args) -> None:
+    """Refuse a --precision the device cannot run and a --compile that cannot work here."""
+    import shutil
+
+    import torch
+
+    dev = torch.device(args.device)
+    if args.precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
+        if dev.type == "cuda" and dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise IISError(f"--precision bf16: {torch.cuda.get_device_name(dev)} has no bfloat16 support; use fp16 or fp32")
+        try:  # a one-layer probe: autocast support differs by device type and torch build
+            with torch.no_grad(), torch.autocast(dev.type, dtype=dtype):
+                torch.nn.Conv2d(3, 2, 3).to(dev)(torch.rand(1, 3, 8, 8, device=dev))
+        except (RuntimeError, TypeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise IISError(f"--precision {args.precision}: not supported on {dev.type} by this torch ({first[:120]}); "
+                           "use fp32" + (" or bf16" if args.precision == "fp16" else "")) from None
+    if args.compile:
+        if not hasattr(torch, "compile"):
+            raise IISError("--compile: this torch has no torch.compile")
+        if dev.type == "cpu" and not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")):
+            raise IISError("--compile: torch.compile on CPU needs a C++ compiler (g++), none found on PATH")
 
 
 def _check_out(out: Path) -> None:
@@ -292,12 +327,17 @@ def _run(args) -> int:
         threshold=args.thresh, flip=False if args.no_flip else None)
     precision = args.precision or "fp32"
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    identity = method_identity(desc, precision)  # hashes the ckpt/weights file once for the whole run
+    # hashes the ckpt/weights file once for the whole run; the inference options change numbers, so resume
+    # refuses another setting (the batch size does not: it is not there)
+    identity = method_identity(desc, precision, channels_last=args.channels_last, compile=args.compile)
     title = built.title
     out = Path(args.out or Path("runs") / "eval" / f"{title}_{base.name}")
     _check_out(out)
     results: dict[str, Any] = {**provenance(), "method": desc, "method_identity": identity,
                                "protocol": base.to_dict(), "argv": args.argv, "devices": args.devices,
+                               "inference": {"precision": precision, "channels_last": args.channels_last,
+                                             "compile": args.compile, "batch_size": args.batch_size,
+                                             "batched": built.is_model and args.batch_size > 1},
                                "skip_invalid": args.skip_invalid, "datasets": {}}
     summaries = {}
     with exclusive_lock(out / ".iis-eval.lock"), _device_pool(args, built.obj) as pool:
@@ -310,6 +350,7 @@ def _run(args) -> int:
             check_log_layout(out / "instances" / f"{ds.name}.jsonl", args.devices, args.overwrite)
             try:
                 r = step(ds, base, device=args.device, dtype=dtype, limit=args.limit,
+                         batch_size=args.batch_size, channels_last=args.channels_last, compile=args.compile,
                          desc=identity, info={"method": desc, "device": args.device},
                          log_path=out / "instances" / f"{ds.name}.jsonl", overwrite=args.overwrite,
                          skip_invalid=args.skip_invalid, progress=lambda k, bar=bar: bar.update(k - bar.n),

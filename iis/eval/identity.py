@@ -7,7 +7,8 @@ under another root is a different identity.
 
 * Method: the builder description (name or model spec, kwargs), with every file it names (``ckpt``,
   ``weights``) replaced by the SHA-256 of the file's bytes, hashed once per run, streamed; plus the
-  numeric precision.
+  inference options that change numbers: precision, channels-last memory format, torch.compile (the
+  evaluation batch size is not there: it changes no number).
 * Dataset: reader class, resolved root, the reader's scalar options, and a fingerprint of every file
   the reader reads: relative path, size and modification time (ns). Stat data is chosen over content
   hashes because it is free (one ``stat`` per file, where hashing a large set such as SBD reads
@@ -32,8 +33,10 @@ __all__ = ["FILE_KEYS", "method_identity", "dataset_identity", "first_difference
 FILE_KEYS = ("ckpt", "weights")
 
 
-def method_identity(desc: Mapping[str, Any], precision: str | None = None) -> dict[str, Any]:
-    """``desc`` (from :func:`iis.eval.loading.build_method`) with its file paths replaced by content hashes."""
+def method_identity(desc: Mapping[str, Any], precision: str | None = None, *, channels_last: bool = False,
+                    compile: bool = False) -> dict[str, Any]:
+    """``desc`` (from :func:`iis.eval.loading.build_method`) with its file paths replaced by content hashes,
+    plus the inference options that change numbers (precision, memory format, torch.compile)."""
     from ..data.prepare.manifest import file_sha256
 
     out: dict[str, Any] = {}
@@ -44,6 +47,12 @@ def method_identity(desc: Mapping[str, Any], precision: str | None = None) -> di
         elif not k.endswith("_sha256") or k[:-7] not in FILE_KEYS:
             out[k] = v
     out["precision"] = precision or "fp32"
+    # only when set: a log written before these options existed (defaults) still resumes, and a log
+    # written with one refuses a run without it ("method.compile: stored true, now absent")
+    if channels_last:
+        out["channels_last"] = True
+    if compile:
+        out["compile"] = True
     return out
 
 

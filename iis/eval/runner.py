@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..core.errors import IISError, InvalidSampleError
-from ..core.loop import InstanceResult, run_instance
+from ..core.loop import EvalItem, InstanceResult, InstanceStep, run_instances
 from ..core.metrics import summarize
 from ..core.predictor import ModelPredictor, Predictor
 from ..core.protocol import EvalProtocol
@@ -170,6 +170,7 @@ def evaluate_dataset(
     progress: Callable[[int], None] | None = None,
     on_instance: Callable[[int, Any, InstanceResult], None] | None = None,
     keep_preds: Callable[[int], bool] | None = None,
+    batch_size: int = 1,
 ) -> DatasetResult:
     """Run every instance of ``dataset`` (or ``indices``, or the first ``limit``) through ``protocol``.
 
@@ -187,6 +188,9 @@ def evaluate_dataset(
         progress: called with the number of instances finished (including resumed ones) for a bar.
         on_instance: called after each scored instance with (index, sample, result), e.g. for overlays.
         keep_preds: whether to keep the binary masks of instance ``i`` for ``on_instance``.
+        batch_size: instances in flight at once (:func:`iis.core.loop.run_instances`); they may finish
+            out of order: the log holds them in finishing order (keyed by id), the result in index order.
+            Predictors without ``predict_batch`` run one at a time whatever this says.
 
     Raises:
         InvalidSampleError: an invalid sample without ``skip_invalid`` (also one stored as skipped
@@ -214,7 +218,7 @@ def evaluate_dataset(
             {"header": {"identity": identity, "info": info or {}}}, *done.values()]).encode())
         fh = open(log_path, "a", encoding="utf-8")
     ids = dataset.ids() if hasattr(dataset, "ids") else None
-    records: list[dict[str, Any]] = []
+    by_pos: dict[int, dict[str, Any]] = {}  # position in idx -> record; instances may finish out of order
 
     def write(rec: dict[str, Any]) -> None:
         done[rec["id"]] = rec
@@ -223,38 +227,51 @@ def evaluate_dataset(
             fh.flush()
             os.fsync(fh.fileno())
 
-    try:
+    def finished(n: int, rec: dict[str, Any]) -> None:
+        by_pos[n] = rec
+        if progress:
+            progress(len(by_pos))
+
+    def items() -> Iterable[EvalItem]:
+        """The instances still to compute, decoded lazily as the batch has room; stored and invalid ones
+        are recorded on the way."""
         for n, i in enumerate(idx):
             sid = ids[i] if ids is not None else None
             rec = done.get(sid) if sid is not None else None
-            if rec is None:
-                t0 = time.perf_counter()  # wall time includes decoding, as the reference's SPC does
-                try:
-                    sample = dataset[i]
-                except InvalidSampleError as e:
-                    if not skip_invalid:
-                        raise
-                    rec = {"id": sid if sid is not None else e.sample_id, "skipped": e.reason}
-                    write(rec)
-                    records.append(rec)
-                    if progress:
-                        progress(n + 1)
-                    continue
-                res = run_instance(predictor, sample.image, sample.gt, protocol, id=sample.id,
-                                   keep_preds=bool(keep_preds and keep_preds(i)))
-                rec = res.to_json()
-                rec["timing"] = {"wall": time.perf_counter() - t0, "latency": rec.pop("latency")}
+            if rec is not None:
+                if "skipped" in rec and not skip_invalid:
+                    raise InvalidSampleError(rec["id"], f"{rec['skipped']} (stored in {log_path} by a --skip-invalid run)")
+                finished(n, rec)
+                continue
+            t0 = time.perf_counter()  # wall time includes decoding, as the reference's SPC does
+            try:
+                sample = dataset[i]
+            except InvalidSampleError as e:
+                if not skip_invalid:
+                    raise
+                rec = {"id": sid if sid is not None else e.sample_id, "skipped": e.reason}
                 write(rec)
-                if on_instance:
-                    on_instance(i, sample, res)
-            elif "skipped" in rec and not skip_invalid:
-                raise InvalidSampleError(rec["id"], f"{rec['skipped']} (stored in {log_path} by a --skip-invalid run)")
-            records.append(rec)
-            if progress:
-                progress(n + 1)
+                finished(n, rec)
+                continue
+            yield EvalItem(sample.image, sample.gt, sample.id, bool(keep_preds and keep_preds(i)),
+                           (n, i, sample, time.perf_counter() - t0))
+
+    def on_done(step: InstanceStep) -> None:
+        n, i, sample, decode = step.tag
+        res = step.res
+        rec = res.to_json()
+        rec["timing"] = {"wall": decode + res.wall, "latency": rec.pop("latency")}
+        write(rec)
+        finished(n, rec)
+        if on_instance:
+            on_instance(i, sample, res)
+
+    try:
+        run_instances(predictor, items(), protocol, batch_size=batch_size, on_done=on_done)
     finally:
         if fh is not None:
             fh.close()
+    records = [by_pos[n] for n in sorted(by_pos)]
     return DatasetResult(name, protocol, records, summarize_instances(records, protocol), identity,
                          len(done) if log_path is not None else None)
 
@@ -270,6 +287,9 @@ def evaluate_step(
     rank: int = 0,
     world_size: int = 1,
     gather: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+    batch_size: int = 1,
+    channels_last: bool = False,
+    compile: bool = False,
     **kwargs: Any,
 ) -> DatasetResult:
     """The one evaluation step of ``iis-eval`` and the training callback: resolve the protocol for
@@ -282,6 +302,9 @@ def evaluate_step(
         limit: only the first ``limit`` instances (>= 1; None = all).
         rank, world_size: instance ``i`` is evaluated by rank ``i % world_size``.
         gather: merges the ranks' per-instance records (each instance once); None = single process.
+        batch_size: instances in flight at once (one model forward per input shape for all of them);
+            numbers do not depend on it on CPU (see ``ModelPredictor.min_forward_batch``).
+        channels_last, compile: inference options of :class:`ModelPredictor` (models only).
         **kwargs: passed to :func:`evaluate_dataset` (method identity as ``desc``, ``log_path``,
             ``skip_invalid``...).
     """
@@ -290,16 +313,25 @@ def evaluate_step(
     if limit is not None and limit < 1:
         raise ValueError(f"limit: expected >= 1 or None, got {limit}")
     proto = base.for_dataset(getattr(dataset, "name", "dataset"))
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
     if isinstance(method, torch.nn.Module):
-        predictor = ModelPredictor(method, proto, device, dtype)
+        # on CPU the kernels depend on the forward's batch size (see ModelPredictor): keep every forward
+        # within 2..15 samples, so that a sequential and a batched evaluation compute each instance alike
+        on_cpu = torch.device(device).type == "cpu"
+        predictor = ModelPredictor(method, proto, device, dtype, channels_last=channels_last, compile=compile,
+                                   min_forward_batch=2 if on_cpu else 1, max_forward_batch=15 if on_cpu else None)
     else:
+        if channels_last or compile:
+            raise ValueError("channels_last/compile: apply to models only, not to a training-free predictor")
         predictor = method
         if hasattr(predictor, "to"):
             predictor.to(device)
     total = len(dataset)
     n = min(total, limit) if limit else total
     desc = kwargs.pop("desc", None)
-    r = evaluate_dataset(predictor, dataset, proto, method=desc, indices=range(rank, n, world_size), **kwargs)
+    r = evaluate_dataset(predictor, dataset, proto, method=desc, indices=range(rank, n, world_size),
+                         batch_size=batch_size, **kwargs)
     if gather is not None:
         r.instances = gather(r.instances)
         r.summary = summarize_instances(r.instances, proto)

@@ -55,14 +55,19 @@ class InteractiveEvaluation(L.Callback):
         eval_at_start: also evaluate the untrained model (kept in ``self.first``; printed at the end
             next to the final numbers, so a run shows what training changed).
         skip_invalid: skip and report invalid evaluation instances (default) instead of failing.
+        batch_size: instances evaluated in lockstep (one forward for all their crops), as
+            ``iis-eval --batch-size``; the numbers do not depend on it on CPU.
     """
 
     def __init__(self, datasets: Sequence[str] = ("synthetic",), data_root: str | None = None,
                  protocol: str | None = None, every_n_epochs: int = 1, max_clicks: int = 20,
                  iou_analysis: bool = True, limit: int | None = None, num_vis: int = 4,
                  dataset_kwargs: dict[str, dict[str, Any]] | None = None, eval_at_start: bool = False,
-                 skip_invalid: bool = True):
+                 skip_invalid: bool = True, batch_size: int = 1):
         super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
         self.datasets = list(datasets)
         self.data_root = data_root
         self.protocol = protocol
@@ -128,7 +133,7 @@ class InteractiveEvaluation(L.Callback):
 
             r = evaluate_step(model, ds, base, device=pl_module.device, limit=self.limit, rank=rank,
                               world_size=world, gather=gather_records, on_instance=on_instance, keep_preds=keep,
-                              skip_invalid=self.skip_invalid)
+                              skip_invalid=self.skip_invalid, batch_size=self.batch_size)
             summary = r.summary
             self._report_skipped(trainer, ds.name, summary)
             out[ds.name] = summary

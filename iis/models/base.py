@@ -62,6 +62,10 @@ class InteractiveModel(nn.Module):
     """Optional base class: documents the contract; subclasses implement ``forward``."""
 
     with_prev_mask: bool = True
+    # Batched evaluation pads the click tensors of several instances to one length (label -1 rows);
+    # True = a sample's logits are bit-identical with or without such padding rows (checked for every
+    # family by tests/eval/test_batched.py), so instances with different click counts share a forward.
+    click_padding_exact: bool = True
 
     def forward(self, image: torch.Tensor, clicks: torch.Tensor, prev_mask: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError

@@ -54,8 +54,8 @@ def test_resume_skips_written_instances(tmp_path, monkeypatch, capsys):
     calls = []
     import iis.eval.runner as runner
 
-    real = runner.run_instance
-    monkeypatch.setattr(runner, "run_instance", lambda *a, **k: calls.append(k["id"]) or real(*a, **k))
+    real = runner.run_instances
+    monkeypatch.setattr(runner, "run_instances", lambda p, items, *a, **k: real(p, (calls.append(it.id) or it for it in items), *a, **k))
     assert _run(tmp_path) == 0
     assert len(calls) == 2  # only the two missing instances were recomputed
     res = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -106,6 +106,9 @@ BAD_INPUTS = [
     (RW + ["--weights", "{d}/nano.pth"], "--weights: random_walker is a training-free method"),
     (RW + ["--precision", "bf16"], "--precision: random_walker"),
     (RW + ["--no-flip"], "--no-flip: random_walker"),
+    (RW + ["--compile"], "--compile: random_walker is a training-free method"),
+    (RW + ["--channels-last"], "--channels-last: random_walker is a training-free method"),
+    (SC + ["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
     (RW + ["--protocol", "ritm"], "--protocol ritm"),
     (RW + ["--sd2-path", "{d}"], "--sd2-path: random_walker does not use it"),
     (SC + ["--dinov2-path", "{d}"], "--dinov2-path: simpleclick_vit_test does not use it"),
@@ -186,3 +189,43 @@ def test_real_grabcut_one_instance(tmp_path, data_root):
 def test_help_exits_0(capsys):
     assert main(["--help"]) == 0
     assert "--skip-invalid" in capsys.readouterr().out
+
+
+def test_inference_options_recorded_and_resume_refuses_another(tmp_path, capsys):
+    """--batch-size changes no number (the log resumes under another one); --channels-last/--precision do:
+    recorded in results.json and the identity, and resume names the field."""
+    assert _run(tmp_path, "--batch-size", "3") == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["inference"] == {"precision": "fp32", "channels_last": False, "compile": False, "batch_size": 3,
+                                "batched": True}
+    assert "channels_last" not in res["method_identity"] and "compile" not in res["method_identity"]  # defaults
+    first = res["datasets"]["synthetic"]["instances"]
+    assert _run(tmp_path) == 0  # batch size 1 resumes the batch-3 log: same identity, same numbers
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["datasets"]["synthetic"]["instances"] == first
+    capsys.readouterr()
+    assert _run(tmp_path, "--channels-last") == 2
+    err = capsys.readouterr().err
+    assert "method.channels_last: absent in the stored header, now true" in err and len(err.splitlines()) == 1
+    assert _run(tmp_path, "--precision", "bf16") == 2
+    assert "method.precision: stored \"fp32\", now \"bf16\"" in capsys.readouterr().err
+    assert _run(tmp_path, "--channels-last", out="cl") == 0  # channels-last runs (fp32: same masks here)
+    cl = json.loads((tmp_path / "cl" / "results.json").read_text())
+    assert cl["inference"]["channels_last"] is True and cl["method_identity"]["channels_last"] is True
+    capsys.readouterr()
+    assert _run(tmp_path, out="cl") == 2  # and back: the channels-last log refuses a run without it
+    assert "method.channels_last: stored true, now absent" in capsys.readouterr().err
+
+
+def test_unsupported_precision_is_one_line(tmp_path, capsys, monkeypatch):
+    real = torch.autocast
+
+    def autocast(device_type, dtype=None, **kw):
+        if dtype is torch.float16 and device_type == "cpu":
+            raise RuntimeError("CPU autocast does not support float16\nsecond line")
+        return real(device_type, dtype=dtype, **kw)
+
+    monkeypatch.setattr(torch, "autocast", autocast)
+    assert _run(tmp_path, "--precision", "fp16") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("iis-eval: error: --precision fp16: not supported on cpu") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()

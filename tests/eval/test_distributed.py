@@ -299,3 +299,14 @@ def test_random_init_is_a_function_of_name_and_kwargs():
     b = build_method("simpleclick_vit_test").obj.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert build_method("simpleclick_vit_test").desc["init_seed"] == 0
+
+
+@needs_grabcut
+@needs_2_cores
+def test_devices_and_batches_compose(reference, tmp_path):
+    """Each rank batches its share: still the records of one device, one instance at a time."""
+    reference, args = reference
+    out = tmp_path / "out"
+    assert _eval(*args, "--out", str(out), "--devices", "2", "--batch-size", "3") == 0
+    assert json.dumps(_numbers(out)["instances"]) == json.dumps(_numbers(reference)["instances"])
+    assert _results(out)["inference"]["batch_size"] == 3

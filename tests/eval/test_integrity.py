@@ -135,8 +135,8 @@ def test_limit_never_drops_stored_instances(tmp_path, capsys, monkeypatch):
     import iis.eval.runner as runner
 
     calls = []
-    real = runner.run_instance
-    monkeypatch.setattr(runner, "run_instance", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = runner.run_instances
+    monkeypatch.setattr(runner, "run_instances", lambda p, items, *a, **k: real(p, (calls.append(1) or it for it in items), *a, **k))
     assert _sc(out, limit="4") == 0
     res4 = json.loads((out / "results.json").read_text())["datasets"]["synthetic"]
     assert not calls and res4["noc"] == full["noc"] and res4["instances"] == full["instances"]

@@ -37,8 +37,8 @@ def _eval(out, *extra, limit="3"):
 
 def _count_runs(monkeypatch):
     calls = []
-    real = runner.run_instance
-    monkeypatch.setattr(runner, "run_instance", lambda *a, **k: calls.append(k["id"]) or real(*a, **k))
+    real = runner.run_instances
+    monkeypatch.setattr(runner, "run_instances", lambda p, items, *a, **k: real(p, (calls.append(it.id) or it for it in items), *a, **k))
     return calls
 
 

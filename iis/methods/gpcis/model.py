@@ -48,6 +48,8 @@ class GPCISModel(InteractiveModel):
     default_protocol = "gpcis"  # ClickSEG Baseline predictor, thresh 0.50 (protocol.md §A.11)
 
     with_prev_mask = True
+    # the GP's click-feature products change with the padded click count (by float rounding)
+    click_padding_exact = False
 
     def __init__(self, segmentor: nn.Module, gp: GPHead):
         super().__init__()
