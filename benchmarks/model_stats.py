@@ -2,7 +2,7 @@
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``, which counts every matmul and
 convolution including the attention products ``q @ k^T`` and ``attn @ v`` (thop misses those, so the
-published SimpleClick numbers are lower bounds, protocol.md §F). Reported "GFLOPs" = 2 x MACs, the
+published SimpleClick numbers are lower bounds, docs/protocol.md §F). Reported "GFLOPs" = 2 x MACs, the
 convention of the papers. Elementwise ops, norms, softmax and GELU are not counted (as in thop).
 
 Input: one ``1x3xSxS`` image with 2 clicks (one positive, one negative) and a previous mask when the

@@ -13,11 +13,11 @@ from ._mapping import count_indexed
 __all__ = ["RELEASED_VITS", "vit_size", "drop_cls_row", "VIT_UNUSED"]
 
 # the sizes the authors released (SimpleClick configs plainvit_{xtiny,base,large,huge}448_*), as
-# (iis variant) -> (patch, embed dim, depth); protocol.md §D.4 and shared/reference/official/README.md
+# (iis variant) -> (patch, embed dim, depth); docs/protocol.md §D.4 and docs/official-checkpoints.md
 RELEASED_VITS = {"xtiny": (16, 160, 8), "base": (16, 768, 12), "large": (16, 1024, 24), "huge": (14, 1280, 32)}
 _LABEL = {"xtiny": "ViT-xTiny", "base": "ViT-B", "large": "ViT-L", "huge": "ViT-H"}
 
-# MAE/timm tensors the interactive forward never reads (shared/reference/official/README.md, "Unused in the
+# MAE/timm tensors the interactive forward never reads (docs/official-checkpoints.md, "Unused in the
 # forward pass"; checked there by gradients)
 VIT_UNUSED = {
     r"backbone\.cls_token": "class token: the interactive forward uses patch tokens only",

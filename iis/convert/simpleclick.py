@@ -1,7 +1,7 @@
 """``official-simpleclick``: the authors' ``PlainVitModel`` checkpoints (uncbiag/SimpleClick) -> iis.
 
 Sizes xTiny/B/L/H (``plainvit_{xtiny,base,large,huge}448_{cocolvis,sbd}_itermask.py``; the SBD and
-COCO+LVIS configs build the same state dict, shared/reference/official/README.md). Key layout:
+COCO+LVIS configs build the same state dict, docs/official-checkpoints.md). Key layout:
 
 =====================================  ====================================
 official                               iis (``simpleclick_vit_*``)

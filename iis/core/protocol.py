@@ -1,8 +1,8 @@
 """The evaluation protocol as one recorded value, with the presets of the reference codebases.
 
 Every knob that changes a published number lives in :class:`EvalProtocol`; ``iis-eval`` and the
-training callback store ``protocol.to_dict()`` in every result file. Sources: protocol.md §A.4-A.5
-(RITM/SimpleClick), §A.10-A.11 (ClickSEG/GPCIS), methods.md §2.10 (M2N2).
+training callback store ``protocol.to_dict()`` in every result file. Sources: docs/protocol.md §A.4-A.5
+(RITM/SimpleClick), §A.10-A.11 (ClickSEG/GPCIS), docs/methods.md §2.10 (M2N2).
 """
 
 from __future__ import annotations

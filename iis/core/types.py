@@ -16,7 +16,7 @@ Clicks
 
 Predictions
     Models return logits ``(B, 1, H, W)`` at input resolution; the interactive loop binarises
-    probabilities with the protocol threshold (0.49 by default, protocol.md §A.5).
+    probabilities with the protocol threshold (0.49 by default, docs/protocol.md §A.5).
 """
 
 from __future__ import annotations

@@ -241,7 +241,7 @@ def _paired(name: str, images: str, masks: str, decoder, multi: bool = False) ->
     register_dataset(name)(factory)
 
 
-# protocol.md §B, one line per dataset
+# docs/protocol.md §B, one line per dataset
 _paired("grabcut", "data_GT", "boundary_GT", decode_grabcut)  # 50
 _paired("berkeley", "images", "masks", decode_grabcut)  # 100 (96 distinct images)
 _paired("davis", "img", "gt", decode_davis)  # 345

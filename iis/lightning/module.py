@@ -41,9 +41,9 @@ class IISModule(L.LightningModule):
         pretrained: local file of the backbone weights the builder loads (an MAE checkpoint for the ViTs, an
             ImageNet state dict for the GPCIS/RITM backbones), or ``none`` to train from random weights.
             ``iis-train`` refuses to start a model registered with expected weights while this is unset.
-        loss: loss name from ``iis.models.losses.LOSSES`` (NFL for SimpleClick, protocol.md §D.5).
+        loss: loss name from ``iis.models.losses.LOSSES`` (NFL for SimpleClick, docs/protocol.md §D.5).
         loss_kwargs: keyword arguments of the loss.
-        lr: Adam learning rate (5e-5 for SimpleClick ViTs, protocol.md §C.7).
+        lr: Adam learning rate (5e-5 for SimpleClick ViTs, docs/protocol.md §C.7).
         lr_mult: ``{parameter-name prefix: multiplier}``, e.g. ``{"backbone": 0.1}`` (RITM/GPCIS).
         betas, weight_decay: Adam settings (reference: (0.9, 0.999), no weight decay).
         milestones, gamma: MultiStepLR, stepped once per epoch; no milestones = constant lr.

@@ -97,7 +97,7 @@ class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention module (Zhu et al., Deformable DETR, Eq. 3).
 
     Args:
-        d_model: feature width (256 in Mask2Former / AdaptiveClick, methods.md §1.3).
+        d_model: feature width (256 in Mask2Former / AdaptiveClick, docs/methods.md §1.3).
         n_levels: number of feature levels.
         n_heads: attention heads (8).
         n_points: sampling points per head and level (4).

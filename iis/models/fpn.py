@@ -1,6 +1,6 @@
 """SimpleFPN (ViTDet-style simple feature pyramid) from a single plain-ViT map, as in SimpleClick.
 
-Layout and channel rules follow protocol.md §D.4; the ``nn.Sequential`` indices match SimpleClick's
+Layout and channel rules follow docs/protocol.md §D.4; the ``nn.Sequential`` indices match SimpleClick's
 ``neck.down_{4,8,16,32}.{idx}`` state-dict keys so a converter can copy them one to one.
 """
 

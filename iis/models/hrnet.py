@@ -6,7 +6,7 @@ and repeatedly exchanges information between them. OCR (Yuan et al., "Object-Con
 Representations for Semantic Segmentation", ECCV 2020) pools pixel features into soft object regions
 and adds the regions' context back to every pixel.
 
-RITM's configuration (``isegm/model/modeling/hrnet_ocr.py``; protocol.md §D.3-D.4):
+RITM's configuration (``isegm/model/modeling/hrnet_ocr.py``; docs/protocol.md §D.3-D.4):
 
 * stem: two 3x3 stride-2 convs (3 -> 64 -> 64) with BN + ReLU; click features are *added* after the
   first one (``HRNet.forward(x, stem_extra)``);
@@ -184,7 +184,7 @@ class HRNet(nn.Module):
 
     def forward(self, x: torch.Tensor, stem_extra: torch.Tensor | None = None) -> list[torch.Tensor]:
         """``x`` (B, 3, H, W) normalised image; ``stem_extra`` (B, stem_channels, H/2, W/2) is added after
-        the first stem conv (RITM's click fusion, protocol.md §D.3)."""
+        the first stem conv (RITM's click fusion, docs/protocol.md §D.3)."""
         x = F.relu(self.bn1(self.conv1(x)))
         if stem_extra is not None:
             x = x + stem_extra
@@ -233,7 +233,7 @@ class OCRHead(nn.Module):
     """HRNet-OCR head with ``K`` soft object regions; returns ``(logits, aux_logits)``, both (B, K, h, w).
 
     ``aux`` predicts the soft regions from the backbone features (RITM returns it as ``instances_aux``
-    and trains it with a 0.4-weighted BCE, protocol.md §D.5); each region's feature is the
+    and trains it with a 0.4-weighted BCE, docs/protocol.md §D.5); each region's feature is the
     softmax-over-pixels weighted mean of ``pixel`` features; pixels gather context from the regions
     (:class:`ObjectAttention`), ``fuse`` mixes context and pixel features, ``classifier`` gives the logits.
 

@@ -15,7 +15,7 @@ Ignored pixels contribute nothing and are not counted in any normaliser. Reducti
   ``"sum"`` returns the sum over all valid pixels of the batch (the Σ_i of the papers' equations).
 * ratio losses (soft_iou, dice): ``"mean"`` / ``"sum"`` / ``"none"`` over the per-sample ratios.
 
-Where the defaults come from (AdaptiveClick = seeds/004, §IV-D "Loss Functions" and Table VI):
+Where the defaults come from (AdaptiveClick = "AdaptiveClick: Click-aware Transformer with Adaptive Focal Loss for Interactive Image Segmentation", §IV-D "Loss Functions" and Table VI):
 
 * BCE: Eq. (1).  WBCE: positive weight 3.  Balanced CE: positive/negative weights 3/1 (see
   :class:`BalancedCELoss` for how it differs from WBCE).  FL and NFL: gamma 2, balance weight 0.5.
@@ -202,7 +202,7 @@ class PolyLoss(FocalLoss):
 
 
 class NormalizedFocalLoss(nn.Module):
-    """RITM's normalised focal loss, exactly as protocol.md §D.5 (SimpleClick's only loss).
+    """RITM's normalised focal loss, exactly as docs/protocol.md §D.5 (SimpleClick's only loss).
 
     Per sample b, pixel i: ``p_t = 1 - |y - p|`` (1 on ignored pixels), ``alpha_t = alpha`` if
     ``y > 0.5`` else ``1 - alpha``, ``beta_i = (1 - p_t)^gamma``, ``m = sum(valid) / (sum(beta) + eps)``
@@ -244,7 +244,7 @@ class NormalizedFocalLoss(nn.Module):
 
 
 class AdaptiveFocalLoss(_PixelLoss):
-    """AdaptiveClick's Adaptive Focal Loss (paper §III-C, Eq. (20); methods.md §1.7).
+    """AdaptiveClick's Adaptive Focal Loss (paper §III-C, Eq. (20); docs/methods.md §1.7).
 
     ``l_i = mu * (1-p_t)^gamma_d * BCE_i + alpha * (1-p_t)^(gamma_d+1)`` with, per sample:
 

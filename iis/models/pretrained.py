@@ -18,7 +18,7 @@ MAE_WEIGHTS = {
 }
 
 # ImageNet backbones of the GPCIS/RITM segmentors (names of iis.models.segmentors.SEGMENTORS); the ResNet is
-# methods.md §3.2 (gluon_resnet50_v1s-1762acc0.pth), the others follow RITM's practice of ImageNet backbones
+# docs/methods.md §3.2 (gluon_resnet50_v1s-1762acc0.pth), the others follow RITM's practice of ImageNet backbones
 BACKBONE_WEIGHTS = {
     "deeplab_r50": "ImageNet ResNet-50 v1s backbone weights (timm resnet50s.gluon_in1k; upstream "
                    "gluon_resnet50_v1s-1762acc0.pth)",

@@ -43,7 +43,7 @@ from iis.models.hrnet import HRNet, concat_branches
 __all__ = ["ScaleLayer", "encode_clicks", "load_backbone_weights", "DeepLabV3PlusSegmentor",
            "HRNetSegmentor", "SegFormerSegmentor", "SEGMENTORS", "build_segmentor", "xavier_gluon_"]
 
-CLICK_RADIUS = 5  # protocol.md §D.1, norm_radius=5
+CLICK_RADIUS = 5  # docs/protocol.md §D.1, norm_radius=5
 
 
 def xavier_gluon_(module: nn.Module, magnitude: float = 2.0) -> None:

@@ -1,7 +1,7 @@
 """The SimpleClick encoder (Liu et al., ICCV 2023): plain ViT with a click patch embedding + SimpleFPN.
 
 Shared by SimpleClick, AdaptiveClick and CPlot (each puts its own decoder on top), so it lives here and not
-in one method's folder. Architecture and variant table: protocol.md §D.1-D.4.
+in one method's folder. Architecture and variant table: docs/protocol.md §D.1-D.4.
 
 Input sizes that are not multiples of the patch size are zero-padded at the bottom/right (after ImageNet
 normalisation, click maps and previous mask padded with 0) to the next multiple; features cover the padded
@@ -38,7 +38,7 @@ class ViTVariant:
     global_blocks: tuple[int, ...] | None = None  # None -> default_global_blocks(depth)
 
 
-# protocol.md §D.4 table; "test" is ours: tiny, windows of 2 tokens so 64px inputs give 2x2 windows and
+# docs/protocol.md §D.4 table; "test" is ours: tiny, windows of 2 tokens so 64px inputs give 2x2 windows and
 # global attention at blocks 2 and 4 (the depth/4 rule would make every block of depth 4 global)
 VARIANTS: dict[str, ViTVariant] = {
     "test": ViTVariant(16, 32, 4, 2, (8, 16, 24, 32), 16, window=2, global_blocks=(1, 3)),

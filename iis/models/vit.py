@@ -1,6 +1,6 @@
 """Plain (MAE-style) ViT with windowed + global attention blocks, as used by SimpleClick.
 
-The backbone follows protocol.md §D.4: pre-LN blocks, qkv bias, MLP ratio 4, GELU, LayerNorm eps 1e-6,
+The backbone follows docs/protocol.md §D.4: pre-LN blocks, qkv bias, MLP ratio 4, GELU, LayerNorm eps 1e-6,
 no drop-path, no dropout, no class token in the forward path and no final norm. Most blocks attend within
 non-overlapping windows of ``window_size`` tokens per side; the blocks in ``global_blocks`` attend over
 the whole grid.
@@ -31,7 +31,7 @@ __all__ = ["PatchEmbed", "Attention", "Block", "VisionTransformer", "interpolate
 def default_global_blocks(depth: int) -> tuple[int, ...]:
     """0-based indices of global-attention blocks: every g-th block, g = 6 if depth == 12 else depth / 4.
 
-    protocol.md §D.4 (SimpleClick ``forward_backbone``): B -> 6, 12; L -> 6, 12, 18, 24; H -> 8, 16, 24, 32;
+    docs/protocol.md §D.4 (SimpleClick ``forward_backbone``): B -> 6, 12; L -> 6, 12, 18, 24; H -> 8, 16, 24, 32;
     xT -> 2, 4, 6, 8 (1-based).
     """
     g = 6 if depth == 12 else max(depth // 4, 1)
@@ -128,7 +128,7 @@ class Block(nn.Module):
                  window_size: int | None = None):
         super().__init__()
         self.window_size = window_size
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)  # eps 1e-6: MAE / protocol.md §D.4
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)  # eps 1e-6: MAE / docs/protocol.md §D.4
         self.attn = Attention(dim, num_heads, qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))

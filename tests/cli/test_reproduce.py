@@ -18,7 +18,7 @@ import iis.eval.reproduce as rep  # noqa: E402
 from iis.cli.eval import main as eval_main  # noqa: E402
 from iis.data import list_datasets  # noqa: E402
 
-# the released checkpoints whose numbers are published (shared/reference/official/README.md, seed papers' tables)
+# the released checkpoints whose numbers are published (docs/official-checkpoints.md, seed papers' tables)
 RELEASED = {"simpleclick_vit_base_cocolvis", "simpleclick_vit_huge_cocolvis", "simpleclick_vit_base_sbd",
             "adaptiveclick_vit_base_sbd", "gpcis_resnet50", "ritm_hrnet18_sbd", "ritm_hrnet18_cocolvis",
             "ritm_hrnet32_cocolvis"}

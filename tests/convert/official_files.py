@@ -3,7 +3,7 @@
 hostile pickles whose unpickling would run ``os.system``.
 
 ``data/official_state_dicts.json.gz`` holds, per official configuration, only the keys, shapes, dtypes and
-aliased keys read from the authors' models (shared/reference/official/*.json); no weights.
+aliased keys read from the authors' models (docs/official-checkpoints.md*.json); no weights.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Evaluation dataset readers: real GrabCut/Berkeley/ssTEM counts and decoding, plus every other
-layout written in its real on-disk format under tmp_path (protocol.md §B, data/README.md)."""
+layout written in its real on-disk format under tmp_path (docs/protocol.md §B, iis/data/README.md)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def _counts(points: np.ndarray) -> tuple[int, int]:
 def test_point_count_laws_match_spec():
     pos = geometric_probs(N, 0.8)
     neg = geometric_probs(N + 1, 0.8)
-    # protocol.md §C.4: P(1 pos) = 0.201, E[pos] = 4.89, E[neg] = 3.90
+    # docs/protocol.md §C.4: P(1 pos) = 0.201, E[pos] = 4.89, E[neg] = 3.90
     assert pos[0] == pytest.approx(0.201, abs=1e-3)
     assert 1 + (np.arange(N) * pos).sum() == pytest.approx(4.89, abs=0.01)
     assert (np.arange(N + 1) * neg).sum() == pytest.approx(3.90, abs=0.01)

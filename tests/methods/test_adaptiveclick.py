@@ -99,7 +99,7 @@ def test_pairwise_dice_matches_dice_loss():
 
 
 def test_pairwise_afl_matches_per_pair_formula():
-    # methods.md §1.6, written per (n, m) with explicit pixel sums
+    # docs/methods.md §1.6, written per (n, m) with explicit pixel sums
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, 25, generator=g, dtype=torch.float64)
     t = (torch.rand(2, 25, generator=g) > 0.6).double()

@@ -89,7 +89,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_global_block_schedule():
-    # protocol.md §D.4 (1-based): B 6,12; L 6,12,18,24; H 8,16,24,32; xT 2,4,6,8
+    # docs/protocol.md §D.4 (1-based): B 6,12; L 6,12,18,24; H 8,16,24,32; xT 2,4,6,8
     assert default_global_blocks(12) == (5, 11)
     assert default_global_blocks(24) == (5, 11, 17, 23)
     assert default_global_blocks(32) == (7, 15, 23, 31)
@@ -201,7 +201,7 @@ def test_build_encoder_with_pretrained_mae(tmp_path):
 
 
 def test_vit_base_parameter_count():
-    """protocol.md §D.4: direct count of SimpleClick ViT-B is about 98.0M; ours must be within 3%."""
+    """docs/protocol.md §D.4: direct count of SimpleClick ViT-B is about 98.0M; ours must be within 3%."""
     with torch.device("meta"):
         model = create_model("simpleclick_vit_base")
     assert isinstance(model, SimpleClickModel)

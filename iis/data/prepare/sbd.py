@@ -27,8 +27,8 @@ from .manifest import build_manifest, format_manifest
 
 __all__ = ["SBD_IMAGES", "SBD_VAL_INSTANCES", "SBDReport", "find_sbd_root", "prepare_sbd", "manifest_cache_dir"]
 
-SBD_IMAGES = {"train": 8498, "val": 2857}  # protocol.md §B / §C.2
-SBD_VAL_INSTANCES = 6671  # protocol.md §B (one evaluation sample per instance)
+SBD_IMAGES = {"train": 8498, "val": 2857}  # docs/protocol.md §B / §C.2
+SBD_VAL_INSTANCES = 6671  # docs/protocol.md §B (one evaluation sample per instance)
 BUGGY_RATIO = 0.08  # RITM SBDDataset: area / bbox area below this is erased at training time (§C.2)
 
 

@@ -1,6 +1,6 @@
 """Readers driven by a split list: SBD (``inst/*.mat``) and PASCAL VOC 2012 (``SegmentationObject``).
 
-Both have several objects per image and give one sample per (image, instance), protocol.md §B:
+Both have several objects per image and give one sample per (image, instance), docs/protocol.md §B:
 SBD val 6671 instances in 2857 images, VOC val 3417 instances in 1449 images.
 """
 

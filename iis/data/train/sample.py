@@ -138,7 +138,7 @@ def pack_masks(masks: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarra
     """Packs possibly overlapping binary masks into non-overlapping label layers.
 
     Larger masks are placed first, each into the first layer where it overlaps nothing (the greedy rule
-    of RITM's annotation converter, protocol.md §C.3). Mask ``i`` gets id ``i + 1``.
+    of RITM's annotation converter, docs/protocol.md §C.3). Mask ``i`` gets id ``i + 1``.
 
     Returns:
         ``int32 (H, W, L)`` with ``L >= 1``.

@@ -4,7 +4,7 @@ Every random draw comes from the ``numpy.random.Generator`` passed to the call, 
 state between samples (train and validation loaders never share a stream).
 
 Output layout (kept from RITM because iterative training writes its extra clicks into the tail of each
-block, protocol.md §C.5): ``(2 * max_num_points, 3)`` float32 rows ``(x, y, label)``; rows
+block, docs/protocol.md §C.5): ``(2 * max_num_points, 3)`` float32 rows ``(x, y, label)``; rows
 ``[0, max_num_points)`` are positive slots (label 1), rows ``[max_num_points, 2 * max_num_points)`` negative
 slots (label 0); unused rows are ``(-1, -1, -1)``. Coordinates are pixel indices (x = column, y = row).
 """

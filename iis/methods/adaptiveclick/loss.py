@@ -1,6 +1,6 @@
 """AdaptiveClick's set criterion: Hungarian matching, then class CE + AFL + Dice with deep supervision.
 
-Weights (paper §IV-B "Implementation Details"; upstream weight dict, methods.md §1.8):
+Weights (paper §IV-B "Implementation Details"; upstream weight dict, docs/methods.md §1.8):
 ``lambda_cli = 2`` (class CE), ``lambda_afl = 5``, ``lambda_dice = 5``, ``lambda_mask = 1`` (multiplies
 AFL and Dice, Eq. (21)-(22)); AFL gamma 2, delta 0.4, alpha 1. Every one of the 9 auxiliary CAMD
 outputs gets the same terms with the same weights, matched separately (methods.md §1.6).

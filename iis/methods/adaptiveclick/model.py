@@ -1,7 +1,7 @@
 """AdaptiveClick (Lin et al., IEEE TNNLS 2024): SimpleClick ViT + MSDeformAttn pixel decoder + CAMD.
 
 Structure and defaults follow the release ``lab206/AdaptiveClick@543c897`` as summarised in
-methods.md §1 (section numbers in comments). The backbone, coordinate patch embedding and SimpleFPN
+docs/methods.md §1 (section numbers in comments). The backbone, coordinate patch embedding and SimpleFPN
 are SimpleClick's encoder (:mod:`iis.models.simpleclick_encoder`).
 
 * Pixel decoder (§1.3): deformable-attention encoder over 1/8, 1/16, 1/32 (4 layers, d 256, 8 heads,

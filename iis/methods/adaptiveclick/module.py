@@ -3,7 +3,7 @@
 Defaults follow the authors' ViT-B configs (methods.md §1.9): Adam 5e-5, x0.1 at epoch 40 of 60,
 448 crops, evaluated with the model's ``simpleclick`` protocol preset; the loss is the set criterion
 (Hungarian matching, class CE + AFL + Dice with deep supervision). ``targets``/``class_weights`` select
-"fixed" (default, used by every experiment here) or "faithful" (the two upstream quirks of methods.md §1.6).
+"fixed" (default, used by every experiment here) or "faithful" (the two upstream quirks of docs/methods.md §1.6).
 The paper's ablations are typed switches here: ``mask_loss`` (loss study, Tables VI-VII; ``nfl`` is
 "AdaptiveClick + NFL" of Table X), ``afl_adaptive`` / ``afl_use_mu`` (ADA and AGR, Table XI) and
 ``model_kwargs.click_aware`` (CAMD, Table X).

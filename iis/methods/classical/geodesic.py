@@ -61,7 +61,7 @@ class GeodesicPredictor(SeedPredictor):
         w_grad: weight of the normalised image-gradient term (GeoS-style edges).
         w_lik: weight of the colour-likelihood gradient term (Bai & Sapiro's metric).
         eps: constant cost per unit length (keeps flat regions from being free; a spatial prior).
-        radius: seed disk radius in original pixels (5, RITM's click disk, protocol.md §D.1).
+        radius: seed disk radius in original pixels (5, RITM's click disk, docs/protocol.md §D.1).
         max_side: longest side of the working copy.
         blur: Gaussian sigma (working pixels) applied to the Lab image before the gradient.
         n_bins: colour-histogram bins per channel; hist_sigma: their smoothing (in bins).

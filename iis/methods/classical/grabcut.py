@@ -36,7 +36,7 @@ class GrabCutPredictor(SeedPredictor):
 
     Args:
         iterations: GrabCut iterations (GMM re-fit + graph cut); 5 tuned on GrabCut-20 (see README).
-        radius: seed disk radius in original pixels (5, RITM's click disk, protocol.md §D.1).
+        radius: seed disk radius in original pixels (5, RITM's click disk, docs/protocol.md §D.1).
         max_side: longest side of the working copy (OpenCV's max-flow dominates the run time).
         init: ``"frame"`` or ``"box"``, see above.
         box_pad: growth of the positive-click box (fraction of the longer side), ``init="box"`` only.

@@ -29,7 +29,7 @@ class RandomWalkerPredictor(SeedPredictor):
 
     Args:
         beta: edge-weight sharpness (skimage's default is 130; 10000 tuned on GrabCut, see README).
-        radius: seed disk radius in original pixels (5, RITM's click disk, protocol.md §D.1).
+        radius: seed disk radius in original pixels (5, RITM's click disk, docs/protocol.md §D.1).
         max_side: longest side of the working copy (the walk is solved there and upsampled).
         border: ``"auto"`` or ``"always"`` (see above).
         border_width: band width in working pixels.

@@ -1,7 +1,7 @@
 """CPlot objective, Eq. 12: ``NFL(M_hat) + alpha * NFL(mean_i S_i*) + beta * min_i NFL(S_i*)``.
 
 ``L_fc`` is RITM's normalised focal loss (:class:`iis.models.losses.NormalizedFocalLoss`, alpha 0.5,
-gamma 2, protocol.md §D.5). alpha = beta = 1 (§5 implementation details). Eq. 12 prints "argmin"
+gamma 2, docs/protocol.md §D.5). alpha = beta = 1 (§5 implementation details). Eq. 12 prints "argmin"
 for the third term, but it adds a loss value, so we read it as the minimum over prompts. The minimum
 is taken per sample: the best prompt of each image, then the batch mean.
 """

@@ -1,6 +1,6 @@
 """CPlot (Liu et al., ECCV 2024): click prompts, prompt-pixel alignment and optimal transport (see README.md).
 
-There is no public code, so the paper (seeds/000, §3-4) is the specification. Equation numbers in the
+There is no public code, so the paper ("Click Prompt Learning with Optimal Transport for Interactive Segmentation", §3-4) is the specification. Equation numbers in the
 comments are the paper's. Where the paper gives no value, the default is marked "ours" and can be changed
 through a keyword argument; README.md lists each such choice.
 

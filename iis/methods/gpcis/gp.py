@@ -1,8 +1,8 @@
 """GPCIS Gaussian-process head: amortised variational GP classification with pathwise sampling.
 
 Paper: Zhou et al., "Interactive Segmentation as Gaussian Process Classification", CVPR 2023
-(seeds/001, §4, Eqs. 6-12); released code ``zmhhmz/GPCIS_CVPR2023@6460415`` as summarised in
-methods.md §3.2-3.4. Where code and paper differ the code is the default and the paper is a switch:
+("Interactive Segmentation as Gaussian Process Classification", §4, Eqs. 6-12); released code ``zmhhmz/GPCIS_CVPR2023@6460415`` as summarised in
+docs/methods.md §3.2-3.4. Where code and paper differ the code is the default and the paper is a switch:
 
 =================  ===============================  =====================================
 quantity           code (default)                   paper (switch)

@@ -1,6 +1,6 @@
 """GPCIS model: backbone segmentor with click fusion -> 48/96-d features -> GP posterior logits.
 
-Paper: seeds/001 §4.4 and Fig. 2; code details methods.md §3.2-3.4. The segmentors live in
+Paper: "Interactive Segmentation as Gaussian Process Classification" §4.4 and Fig. 2; code details docs/methods.md §3.2-3.4. The segmentors live in
 :mod:`iis.models.segmentors` and are shared with the RITM-style baselines (:mod:`iis.methods.ritm`), so
 "RITM vs GPCIS under the same backbone" is the model name ``ritm_<backbone>`` vs ``gpcis_<backbone>``.
 

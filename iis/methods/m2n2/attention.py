@@ -1,7 +1,7 @@
 """Attention sources for M2N2: an image -> a row-stochastic token attention matrix ``(N, N)``.
 
-* :class:`SD2Attention`: self-attention of Stable Diffusion 2 (paper §3.2, methods.md §2.2).
-* :class:`DinoV2Attention`: last-layer self-attention of DINOv2 ViT-B/14 (paper §13, methods.md §2.9).
+* :class:`SD2Attention`: self-attention of Stable Diffusion 2 (paper §3.2, docs/methods.md §2.2).
+* :class:`DinoV2Attention`: last-layer self-attention of DINOv2 ViT-B/14 (paper §13, docs/methods.md §2.9).
 * :class:`AffinityAttention`: weight-free bilateral colour/position kernel (runs anywhere, no weights).
 * :class:`EffNetAttention`: feature-similarity attention from ImageNet EfficientNet-Lite0 features.
 
@@ -25,7 +25,7 @@ from iis.core.types import check_image
 __all__ = ["SD2_LAYER_WEIGHTS", "SD2Attention", "DinoV2Attention", "AffinityAttention", "EffNetAttention",
            "accumulate_attention", "default_device"]
 
-# paper Table 1 / methods.md §2.2: only the two highest-resolution decoder self-attentions, 0.5 each
+# paper Table 1 / docs/methods.md §2.2: only the two highest-resolution decoder self-attentions, 0.5 each
 SD2_LAYER_WEIGHTS = {
     "up_blocks.3.attentions.0.transformer_blocks.0.attn1": 0.5,
     "up_blocks.3.attentions.1.transformer_blocks.0.attn1": 0.5,
@@ -120,7 +120,7 @@ class _Capture:
 
 
 class SD2Attention:
-    """Aggregated self-attention of one SD2 UNet pass (paper §3.2, Eq. 3; methods.md §2.2).
+    """Aggregated self-attention of one SD2 UNet pass (paper §3.2, Eq. 3; docs/methods.md §2.2).
 
     The image is resized to ``8 * resolution`` squared, encoded with the VAE (posterior mode times the
     scaling factor, no noise), and passed once through the UNet at ``timestep`` with the empty-prompt
@@ -232,7 +232,7 @@ def _qk(attn_module):
 
 
 class DinoV2Attention:
-    """Self-attention of one DINOv2 layer without the CLS token (paper §13, methods.md §2.9).
+    """Self-attention of one DINOv2 layer without the CLS token (paper §13, docs/methods.md §2.9).
 
     The image is resized to ``patch * resolution`` squared (80 -> 1120²); the softmax weights of
     ``layer`` (default the last) are recomputed from the input of its attention block, the CLS (and

@@ -1,4 +1,4 @@
-"""Markov-maps (M2N2 paper §3.3, methods.md §2.3-2.5): temperature, IPF, chains, JBU, flood fill.
+"""Markov-maps (M2N2 paper §3.3, docs/methods.md §2.3-2.5): temperature, IPF, chains, JBU, flood fill.
 
 Everything here works on a flattened attention matrix ``A (N, N)`` with ``N = h * w`` tokens in
 row-major grid order (token ``y * w + x``) and rows summing to 1.
@@ -35,7 +35,7 @@ def ipf(A: torch.Tensor, iterations: int = 200) -> torch.Tensor:
     """Iterative proportional fitting to a doubly stochastic matrix, in place.
 
     Each iteration divides by the column sums, then by the row sums (200 iterations, no early stop:
-    methods.md §2.3). Done on the scaling vectors ``A = diag(r) K diag(c)``, which gives the same
+    docs/methods.md §2.3). Done on the scaling vectors ``A = diag(r) K diag(c)``, which gives the same
     matrix with two mat-vecs per iteration instead of four passes over ``A``. The result is exactly
     row-stochastic and approximately column-stochastic.
     """

@@ -1,4 +1,4 @@
-"""M2N2 predictor (paper §3, methods.md §2): attention -> Markov-maps -> scores -> truncated NN.
+"""M2N2 predictor (paper §3, docs/methods.md §2): attention -> Markov-maps -> scores -> truncated NN.
 
 Registered names: ``m2n2`` (SD2, needs ``sd2_path``), ``m2n2_dinov2`` (``dinov2_path``),
 ``m2n2_affinity`` and ``m2n2_effnet`` (run without downloaded weights), and the paper's baselines
@@ -62,7 +62,7 @@ class M2N2Predictor:
         cache_size: Markov-maps kept between calls (20, §2.8).
     """
 
-    # the paper's own protocol (M2N2 clicker, always 20 clicks, ignore = background; protocol.md), as every
+    # the paper's own protocol (M2N2 clicker, always 20 clicks, ignore = background; docs/protocol.md), as every
     # method defaults to the protocol its paper reports; `--protocol plain` compares with the classical rows
     default_protocol = "m2n2"
 

@@ -1,4 +1,4 @@
-"""Per-click threshold scores and the truncated nearest-neighbour merge (paper §3.4, methods.md §2.6-2.7)."""
+"""Per-click threshold scores and the truncated nearest-neighbour merge (paper §3.4, docs/methods.md §2.6-2.7)."""
 
 from __future__ import annotations
 

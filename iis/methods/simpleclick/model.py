@@ -1,6 +1,6 @@
 """SimpleClick (Liu et al., ICCV 2023): plain ViT + SimpleFPN + SegFormer head, early click fusion.
 
-Architecture and variant table: protocol.md §D.1-D.4. The encoder (:class:`SimpleClickEncoder`,
+Architecture and variant table: docs/protocol.md §D.1-D.4. The encoder (:class:`SimpleClickEncoder`,
 :func:`build_simpleclick_encoder`) is shared with AdaptiveClick and CPlot and lives in
 :mod:`iis.models.simpleclick_encoder`.
 
