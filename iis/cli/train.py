@@ -41,6 +41,7 @@ __all__ = ["main", "build_cli", "expand_argv", "derive_run_dir", "PRESET_GROUPS"
 PROG = "iis-train"
 DEFAULTS_KEY = "defaults"  # top-level key of a config file: the files applied before it
 PRESET_GROUPS = ("trainer", "data")  # experiments/<group>/<name>.yaml: shared presets, not experiments
+DEFAULT_RUN_ROOT = "runs/default"  # the run root of a command line without an experiment file
 
 
 class ConfigError(IISError):
@@ -221,7 +222,7 @@ def _fail(message: str) -> NoReturn:
 def _cli_class():
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from . import preflight
+    from . import preflight, runs
 
     class IISArgumentParser(LightningArgumentParser):
         def error(self, message: str, ex: Exception | None = None):  # one line instead of usage + traceback
@@ -252,20 +253,36 @@ def _cli_class():
             object is built; for ``fit`` the training set is opened too."""
             cfg = self.config[subcommand] if subcommand else self.config
             cfg[DEFAULTS_KEY] = None  # already expanded; the saved config.yaml is complete without them
+            derived = self.run_dir or DEFAULT_RUN_ROOT
             if not cfg.trainer.get("default_root_dir"):  # no experiment file to derive it from (build_cli)
-                cfg.trainer.default_root_dir = "runs/default"
+                cfg.trainer.default_root_dir = DEFAULT_RUN_ROOT
+            try:
+                preflight.check(cfg, recipe=self.recipe, presets=self.presets)
+                if subcommand == "fit":
+                    self._resolve_run(cfg, versioned=cfg.trainer.default_root_dir == derived)
+                if subcommand == "fit" and cfg.get("data") is not None:
+                    self._prepared_data = preflight.open_training_set(cfg.data.as_dict())
+            except IISError as e:
+                _fail(str(e))
             root = cfg.trainer.default_root_dir
             logger = cfg.trainer.get("logger")
             for lg in logger if isinstance(logger, list) else [logger]:
                 init = getattr(lg, "init_args", None) if lg is not None and not isinstance(lg, bool) else None
                 if init is not None and "save_dir" in init and not init.save_dir:
                     init.save_dir = root
-            try:
-                preflight.check(cfg, recipe=self.recipe, presets=self.presets)
-                if subcommand == "fit" and cfg.get("data") is not None:
-                    self._prepared_data = preflight.open_training_set(cfg.data.as_dict())
-            except IISError as e:
-                _fail(str(e))
+
+        def _resolve_run(self, cfg: Any, versioned: bool) -> None:
+            """This fit's own run directory (:mod:`iis.cli.runs`) and the checkpoint it resumes, checked."""
+            ckpt = cfg.get("ckpt_path")
+            model = cfg.model.init_args.get("model") if cfg.get("model") and cfg.model.get("init_args") else None
+            if ckpt and ckpt != "last":
+                preflight.check_checkpoint(ckpt, model)
+            run, resolved = runs.resolve_run(cfg.trainer.default_root_dir, ckpt, versioned=versioned)
+            if ckpt == "last":
+                preflight.check_checkpoint(resolved, model, what="--ckpt_path last")
+            cfg.trainer.default_root_dir, cfg.ckpt_path = run, resolved
+            if resolved and "weights_only" in cfg and cfg.weights_only is None:
+                cfg.weights_only = True  # Lightning's resume loads with torch.load: no code from the file
 
         def instantiate_classes(self) -> None:
             from lightning.fabric.utilities.exceptions import MisconfigurationException
