@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,8 @@ def check_checkpoint(path: str, model: str | None = None, what: str = "--ckpt_pa
     name = f"{what} {path}" if what == "--ckpt_path" else f"{what} ({path})"
     if not p.is_file():
         raise IISError(f"{name}: no such file")
+    if not zipfile.is_zipfile(p):  # torch.save's format (every Lightning checkpoint) is a zip archive
+        raise IISError(f"{name}: not a training checkpoint of iis-train (not a torch checkpoint file)")
     try:
         ck = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - whatever the reason, it is not a checkpoint we can resume

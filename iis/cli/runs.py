@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..core.errors import IISError
 
-__all__ = ["resolve_run", "new_version", "latest_run", "LATEST", "RUN_DIR_ENV"]
+__all__ = ["resolve_run", "next_version", "claim", "latest_run", "LATEST", "RUN_DIR_ENV"]
 
 LATEST = "latest"
 RUN_DIR_ENV = "IIS_RUN_DIR"
@@ -55,20 +55,21 @@ def _point_latest(root: Path, run: Path) -> None:
     os.replace(tmp, root / LATEST)  # atomic: readers see the old or the new pointer, never none
 
 
-def new_version(root: Path) -> Path:
-    """Create ``root/version_<N+1>`` (race-free: mkdir fails if another run took that number) and point
-    ``root/latest`` at it."""
-    root.mkdir(parents=True, exist_ok=True)
-    n = (_versions(root)[-1][0] + 1) if _versions(root) else 0
-    while True:
-        run = root / f"version_{n}"
-        try:
-            run.mkdir()
-            break
-        except FileExistsError:
-            n += 1
-    _point_latest(root, run)
-    return run
+def next_version(root: Path) -> Path:
+    """``root/version_<N+1>`` (not created: :func:`claim` does, once the run has passed every check)."""
+    versions = _versions(root)
+    return root / f"version_{versions[-1][0] + 1 if versions else 0}"
+
+
+def claim(run: Path) -> None:
+    """Create the fresh run directory ``run`` and point ``<root>/latest`` at it. ``mkdir`` fails if another run
+    took that number since :func:`next_version`: one line, never two runs in one directory."""
+    run.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run.mkdir()
+    except FileExistsError:
+        raise IISError(f"{run}: another run started in this directory meanwhile; start this one again") from None
+    _point_latest(run.parent, run)
 
 
 def _holds_run(d: Path) -> bool:
@@ -79,8 +80,9 @@ def _is_ddp_child() -> bool:
     return os.environ.get("LOCAL_RANK", "0") not in ("", "0")
 
 
-def resolve_run(root: str, ckpt_path: str | None, versioned: bool) -> tuple[str, str | None]:
-    """``(run directory, checkpoint to resume or None)`` of a fit whose run root / directory is ``root``.
+def resolve_run(root: str, ckpt_path: str | None, versioned: bool) -> tuple[str, str | None, bool]:
+    """``(run directory, checkpoint to resume or None, whether the directory is a new version to claim)`` of a
+    fit whose run root / directory is ``root``. Creates nothing.
 
     ``versioned``: ``root`` was derived from the experiment file (a run root of ``version_N`` runs).
     Raises :class:`IISError` (one line) for ``--ckpt_path last`` without a checkpoint and for a fresh run
@@ -95,19 +97,19 @@ def resolve_run(root: str, ckpt_path: str | None, versioned: bool) -> tuple[str,
             where = f"{run}" if run is not None else f"{base} (no run yet)"
             raise IISError(f"--ckpt_path last: no checkpoint to resume in {where}: no {LAST} there; "
                            f"start a fresh run without --ckpt_path")
-        return _chosen(run), str(run / LAST)
+        return _chosen(run), str(run / LAST), False
     if child_dir:
-        return child_dir, ckpt_path
+        return child_dir, ckpt_path, False
     if ckpt_path:
         p = Path(ckpt_path)
         if p.name == LAST.name and p.parent.name == LAST.parent.name and (p.parent.parent / "config.yaml").is_file():
-            return _chosen(p.parent.parent), ckpt_path  # that run's own last checkpoint: resume it in place
+            return _chosen(p.parent.parent), ckpt_path, False  # that run's own last checkpoint: resume it in place
     if versioned:
-        return _chosen(new_version(base)), ckpt_path
+        return _chosen(next_version(base)), ckpt_path, True
     if _holds_run(base):
         raise IISError(f"trainer.default_root_dir {base} holds a run already; resume it with --ckpt_path last, "
                        f"or give a fresh run another directory (or remove this one)")
-    return _chosen(base), ckpt_path
+    return _chosen(base), ckpt_path, False
 
 
 def _chosen(run: Path) -> str:

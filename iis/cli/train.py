@@ -246,6 +246,7 @@ def _cli_class():
         def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
             super().parse_arguments(parser, args)
             self._prepared_data = None
+            self._claim: Path | None = None
             self._complete_and_check(self.config.get("subcommand"))
 
         def _complete_and_check(self, subcommand: str | None) -> None:
@@ -277,7 +278,8 @@ def _cli_class():
             model = cfg.model.init_args.get("model") if cfg.get("model") and cfg.model.get("init_args") else None
             if ckpt and ckpt != "last":
                 preflight.check_checkpoint(ckpt, model)
-            run, resolved = runs.resolve_run(cfg.trainer.default_root_dir, ckpt, versioned=versioned)
+            run, resolved, fresh = runs.resolve_run(cfg.trainer.default_root_dir, ckpt, versioned=versioned)
+            self._claim = Path(run) if fresh else None  # created once everything is built
             if ckpt == "last":
                 preflight.check_checkpoint(resolved, model, what="--ckpt_path last")
             cfg.trainer.default_root_dir, cfg.ckpt_path = run, resolved
@@ -291,6 +293,11 @@ def _cli_class():
                 super().instantiate_classes()
             except (IISError, ValueError, FileNotFoundError, MisconfigurationException) as e:
                 _fail(" ".join(str(e).split()))
+            if self._claim is not None:  # a fresh run's version directory, now that nothing can stop it
+                try:
+                    runs.claim(self._claim)
+                except IISError as e:
+                    _fail(str(e))
             if self._prepared_data is not None:  # the datamodule whose training set preflight opened
                 self.datamodule = self._prepared_data
 
