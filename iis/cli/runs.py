@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..core.errors import IISError
 
-__all__ = ["resolve_run", "next_version", "claim", "latest_run", "LATEST", "RUN_DIR_ENV"]
+__all__ = ["resolve_run", "next_version", "claim", "discard", "latest_run", "LATEST", "RUN_DIR_ENV"]
 
 LATEST = "latest"
 RUN_DIR_ENV = "IIS_RUN_DIR"
@@ -62,14 +62,21 @@ def next_version(root: Path) -> Path:
 
 
 def claim(run: Path) -> None:
-    """Create the fresh run directory ``run`` and point ``<root>/latest`` at it. ``mkdir`` fails if another run
-    took that number since :func:`next_version`: one line, never two runs in one directory."""
-    run.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        run.mkdir()
-    except FileExistsError:
-        raise IISError(f"{run}: another run started in this directory meanwhile; start this one again") from None
+    """Make ``run`` (from :func:`next_version`) this fresh run's directory and point ``<root>/latest`` at it.
+    It may exist already, empty (the logger creates its folder when it is built); one that holds a run means
+    another run took that number since :func:`next_version`: one line, never two runs in one directory."""
+    run.mkdir(parents=True, exist_ok=True)
+    if _holds_run(run):
+        raise IISError(f"{run}: another run started in this directory meanwhile; start this one again")
     _point_latest(run.parent, run)
+
+
+def discard(run: Path) -> None:
+    """Remove ``run`` if a refused command left it empty (the logger may have created it)."""
+    try:
+        run.rmdir()
+    except OSError:
+        pass
 
 
 def _holds_run(d: Path) -> bool:

@@ -13,11 +13,13 @@ before it (paths relative to it, each once), as lightning-hydra-template's defau
 values override earlier ones, lists are replaced. ``experiments/trainer/`` and ``experiments/data/`` hold
 the shared presets.
 
-Every run lives in ``trainer.default_root_dir``; left unset it is derived from the experiment file,
-``experiments/<method>/<exp>.yaml`` -> ``runs/<method>/<exp>`` (``+<preset>`` for each preset file given
-after it). It holds ``config.yaml`` (resolved), ``checkpoints/`` (``last.ckpt`` for resuming), the W&B run
-and ``noc_final.json``. Checkpoint and logger folders left unset in a config are placed there, so
-``--ckpt_path last`` finds the run's own last checkpoint.
+Every run has its own directory (:mod:`iis.cli.runs`). Left unset, ``trainer.default_root_dir`` is derived
+from the experiment file, ``experiments/<method>/<exp>.yaml`` -> ``runs/<method>/<exp>`` (``+<preset>`` for
+each preset file given after it), a run root: each fresh run gets ``version_N/`` in it and ``latest`` points
+at the newest. A directory given explicitly is the run directory itself. It holds ``config.yaml`` (resolved),
+``checkpoints/`` (``last.ckpt`` for resuming), the W&B run and ``noc_final.json``. Checkpoint and logger
+folders left unset in a config are placed there; ``--ckpt_path last`` resumes the latest run in place and is
+an error when it has no ``last.ckpt``.
 
 Before anything is built the recipe is checked against the machine (:mod:`iis.cli.preflight`): GPUs,
 ``data.root``, pretrained weights. Bad input ends with one line ``iis-train: error: ...`` and exit 2.
@@ -292,6 +294,8 @@ def _cli_class():
             try:
                 super().instantiate_classes()
             except (IISError, ValueError, FileNotFoundError, MisconfigurationException) as e:
+                if self._claim is not None:
+                    runs.discard(self._claim)
                 _fail(" ".join(str(e).split()))
             if self._claim is not None:  # a fresh run's version directory, now that nothing can stop it
                 try:

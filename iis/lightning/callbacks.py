@@ -106,6 +106,7 @@ class InteractiveEvaluation(L.Callback):
         # evaluate the final weights unless the last epoch already did, then print the table
         if self._last_epoch != trainer.current_epoch - 1:
             self.run(trainer, pl_module, log=False)
+            self._last_epoch = trainer.current_epoch - 1  # at fit end current_epoch counts the finished epochs
         if trainer.global_rank == 0 and self.last:
             from ..eval.io import atomic_write_json
             from ..eval.report import results_table
