@@ -122,3 +122,55 @@ def test_ckpt_path_last_without_a_checkpoint_is_one_line(tmp_path):
     assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
     assert err[0].startswith("iis-train: error: --ckpt_path last: no checkpoint to resume in runs/quickstart")
     assert not (tmp_path / "runs" / "quickstart").exists()  # nothing created by a refused command
+
+
+# -- run directories and atomic checkpoints, without training -------------------------------------------------
+def test_fresh_runs_get_versions_and_latest_follows(tmp_path, monkeypatch):
+    from iis.cli import runs
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    root = tmp_path / "runs" / "quickstart"
+    for n in range(2):
+        run, ckpt, fresh = runs.resolve_run(str(root), None, versioned=True)
+        assert (run, ckpt, fresh) == (str(root / f"version_{n}"), None, True)
+        runs.claim(Path(run))
+        (Path(run) / "config.yaml").write_text("x\n")
+        assert (root / "latest").resolve() == Path(run).resolve()
+    with pytest.raises(runs.IISError, match="no checkpoints/last.ckpt there"):
+        runs.resolve_run(str(root), "last", versioned=True)
+    (root / "version_1" / "checkpoints").mkdir()
+    (root / "version_1" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert runs.resolve_run(str(root), "last", versioned=True) == (
+        str(root / "version_1"), str(root / "version_1" / "checkpoints" / "last.ckpt"), False)
+    # an explicit directory is the run itself: resumable in place, a fresh run into it is refused
+    assert runs.resolve_run(str(root / "version_1"), "last", versioned=False)[0] == str(root / "version_1")
+    with pytest.raises(runs.IISError, match="holds a run already; resume it with --ckpt_path last"):
+        runs.resolve_run(str(root / "version_0"), None, versioned=False)
+    # a DDP rank started by Lightning takes the directory the first process chose
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv(runs.RUN_DIR_ENV, str(root / "version_0"))
+    assert runs.resolve_run(str(root), None, versioned=True) == (str(root / "version_0"), None, False)
+
+
+def test_a_kill_during_a_checkpoint_save_keeps_the_previous_last_ckpt(tmp_path):
+    from types import SimpleNamespace
+
+    from iis.lightning.callbacks import RunCheckpoint
+
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(b"complete previous checkpoint")
+
+    def dies_while_writing(path, weights_only=False):
+        Path(path).write_bytes(b"half of a chec")
+        raise KeyboardInterrupt  # as a kill would stop it: mid-write
+
+    trainer = SimpleNamespace(save_checkpoint=dies_while_writing, is_global_zero=True, global_step=7, loggers=[],
+                              strategy=SimpleNamespace(barrier=lambda *a: None))
+    cb = RunCheckpoint(last_every_n_train_steps=1, dirpath=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        cb._save_checkpoint(trainer, str(last))
+    assert last.read_bytes() == b"complete previous checkpoint"
+
+    trainer.save_checkpoint = lambda path, weights_only=False: Path(path).write_bytes(b"new checkpoint")
+    cb._save_checkpoint(trainer, str(last))
+    assert last.read_bytes() == b"new checkpoint" and not list(tmp_path.glob("*.tmp"))
