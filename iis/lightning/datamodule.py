@@ -183,7 +183,8 @@ class IISDataModule(L.LightningDataModule):
     def _position(self) -> tuple[int, int] | None:
         """(epoch, training batches completed in it) of the running fit, for the loader's checkpoint state."""
         trainer = getattr(self, "trainer", None)
-        if trainer is None:
+        if trainer is None or self.train_set is None:
             return None
-        # processed counts the batches whose step ran (a save in on_train_batch_end includes the current one)
-        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        # the epoch whose stream the loader iterates (trainer.current_epoch already counts a finished epoch at
+        # on_train_end); processed: the batches whose step ran (a save in on_train_batch_end includes the current)
+        return self.train_set.epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
