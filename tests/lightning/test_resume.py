@@ -103,6 +103,8 @@ def _check_kill_and_resume(tmp_path: Path, workers: int) -> None:
     assert "dataloader is not resumable" not in proc.stderr
     assert sorted(p.name for p in runs.iterdir()) == ["latest", "version_0", "version_1"]
     assert sorted(p.name for p in (runs / "version_1" / "checkpoints").iterdir()) == ["last.ckpt"]
+    config = (runs / "version_1" / "config.yaml").read_text()  # the resumed run's, beside its last.ckpt
+    assert "weights_only: true" in config and "ckpt_path: runs/quickstart/version_1/checkpoints/last.ckpt" in config
     _same_training_state(full, _load(runs / "latest" / "checkpoints" / "last.ckpt"))
 
 
