@@ -11,7 +11,7 @@ DATA_ROOT ?= $(if $(IIS_DATA_ROOT),$(IIS_DATA_ROOT),../shared/data)
 # `make train` alone = the quickstart; `make train METHOD=m [EXP=e]` = experiments/m/e.yaml (default: default.yaml,
 # the method's main paper recipe), which names the files it builds on in its `defaults:` list. TRAINER=cpu (or
 # DATA=<preset>) layers experiments/trainer/cpu.yaml (experiments/data/<preset>.yaml) on top. The run directory
-# is runs/<m>/<e> (+<preset>), derived by iis-train.
+# root is runs/<m>/<e> (+<preset>), derived by iis-train: each run in its own version_N/, latest/ the newest.
 ifdef METHOD
 CONFIG ?= experiments/$(METHOD)/$(if $(EXP),$(EXP),default).yaml
 else

@@ -8,7 +8,7 @@ Usage:
     make train METHOD=cplot EXP=tiny                                    # with CPOT (default)
     make train METHOD=cplot EXP=tiny ARGS="--trainer.default_root_dir runs/cplot/tiny_no_cpot \
         --model.init_args.model_kwargs '{use_cpot: false}'"
-    python benchmarks/cplot_diversity.py runs/cplot/tiny/checkpoints/last.ckpt runs/cplot/tiny_no_cpot/checkpoints/last.ckpt
+    python benchmarks/cplot_diversity.py runs/cplot/tiny/latest/checkpoints/last.ckpt runs/cplot/tiny_no_cpot/checkpoints/last.ckpt
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The GP posterior interpolates the click labels as eps^2 -> 0, so NoIC should fal
 
 Usage:
     make train METHOD=gpcis EXP=tiny                      # a trained tiny GPCIS on synthetic data
-    python benchmarks/gpcis_noic.py --ckpt runs/gpcis/tiny/checkpoints/last.ckpt --datasets synthetic
+    python benchmarks/gpcis_noic.py --ckpt runs/gpcis/tiny/latest/checkpoints/last.ckpt --datasets synthetic
 """
 
 from __future__ import annotations

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import IISError
 
-__all__ = ["check", "open_training_set", "data_error", "PREPARE", "count_gpus"]
+__all__ = ["check", "check_checkpoint", "open_training_set", "data_error", "PREPARE", "count_gpus"]
 
 # how to obtain each training source (iis/data/prepare/README.md)
 PREPARE = {
@@ -147,3 +148,31 @@ def data_error(data: dict[str, Any], err: Exception) -> str:
     hint = f"; data.root must be {what}" if what else ""
     where = f"data.root {root}" if root else f"data.source {source}"
     return f"{where}: {' '.join(str(err).split())}{hint}"
+
+
+_TRAINING_KEYS = ("state_dict", "optimizer_states", "loops")  # what Lightning needs to resume a fit
+
+
+def check_checkpoint(path: str, model: str | None = None, what: str = "--ckpt_path") -> None:
+    """One line unless ``path`` is a training checkpoint Lightning can resume ``model`` (a registered model
+    name) from. Read with ``weights_only=True`` (no code from the file runs) and memory-mapped (no full read)."""
+    import torch
+
+    p = Path(path)
+    name = f"{what} {path}" if what == "--ckpt_path" else f"{what} ({path})"
+    if not p.is_file():
+        raise IISError(f"{name}: no such file")
+    if not zipfile.is_zipfile(p):  # torch.save's format (every Lightning checkpoint) is a zip archive
+        raise IISError(f"{name}: not a training checkpoint of iis-train (not a torch checkpoint file)")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - whatever the reason, it is not a checkpoint we can resume
+        detail = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise IISError(f"{name}: not a training checkpoint of iis-train ({detail})") from None
+    missing = [k for k in _TRAINING_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise IISError(f"{name}: not a training checkpoint of iis-train (no {', '.join(missing)}; weights alone "
+                       f"go to model.init_args.pretrained, or evaluate them with iis-eval)")
+    trained = (ck.get("hyper_parameters") or {}).get("model")
+    if model and trained and trained != model:
+        raise IISError(f"{name}: trained model {trained!r}, but this config builds {model!r}")

@@ -13,11 +13,13 @@ before it (paths relative to it, each once), as lightning-hydra-template's defau
 values override earlier ones, lists are replaced. ``experiments/trainer/`` and ``experiments/data/`` hold
 the shared presets.
 
-Every run lives in ``trainer.default_root_dir``; left unset it is derived from the experiment file,
-``experiments/<method>/<exp>.yaml`` -> ``runs/<method>/<exp>`` (``+<preset>`` for each preset file given
-after it). It holds ``config.yaml`` (resolved), ``checkpoints/`` (``last.ckpt`` for resuming), the W&B run
-and ``noc_final.json``. Checkpoint and logger folders left unset in a config are placed there, so
-``--ckpt_path last`` finds the run's own last checkpoint.
+Every run has its own directory (:mod:`iis.cli.runs`). Left unset, ``trainer.default_root_dir`` is derived
+from the experiment file, ``experiments/<method>/<exp>.yaml`` -> ``runs/<method>/<exp>`` (``+<preset>`` for
+each preset file given after it), a run root: each fresh run gets ``version_N/`` in it and ``latest`` points
+at the newest. A directory given explicitly is the run directory itself. It holds ``config.yaml`` (resolved),
+``checkpoints/`` (``last.ckpt`` for resuming), the W&B run and ``noc_final.json``. Checkpoint and logger
+folders left unset in a config are placed there; ``--ckpt_path last`` resumes the latest run in place and is
+an error when it has no ``last.ckpt``.
 
 Before anything is built the recipe is checked against the machine (:mod:`iis.cli.preflight`): GPUs,
 ``data.root``, pretrained weights. Bad input ends with one line ``iis-train: error: ...`` and exit 2.
@@ -41,6 +43,7 @@ __all__ = ["main", "build_cli", "expand_argv", "derive_run_dir", "PRESET_GROUPS"
 PROG = "iis-train"
 DEFAULTS_KEY = "defaults"  # top-level key of a config file: the files applied before it
 PRESET_GROUPS = ("trainer", "data")  # experiments/<group>/<name>.yaml: shared presets, not experiments
+DEFAULT_RUN_ROOT = "runs/default"  # the run root of a command line without an experiment file
 
 
 class ConfigError(IISError):
@@ -221,7 +224,7 @@ def _fail(message: str) -> NoReturn:
 def _cli_class():
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from . import preflight
+    from . import preflight, runs
 
     class IISArgumentParser(LightningArgumentParser):
         def error(self, message: str, ex: Exception | None = None):  # one line instead of usage + traceback
@@ -245,6 +248,7 @@ def _cli_class():
         def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
             super().parse_arguments(parser, args)
             self._prepared_data = None
+            self._claim: Path | None = None
             self._complete_and_check(self.config.get("subcommand"))
 
         def _complete_and_check(self, subcommand: str | None) -> None:
@@ -252,20 +256,37 @@ def _cli_class():
             object is built; for ``fit`` the training set is opened too."""
             cfg = self.config[subcommand] if subcommand else self.config
             cfg[DEFAULTS_KEY] = None  # already expanded; the saved config.yaml is complete without them
+            derived = self.run_dir or DEFAULT_RUN_ROOT
             if not cfg.trainer.get("default_root_dir"):  # no experiment file to derive it from (build_cli)
-                cfg.trainer.default_root_dir = "runs/default"
+                cfg.trainer.default_root_dir = DEFAULT_RUN_ROOT
+            try:
+                preflight.check(cfg, recipe=self.recipe, presets=self.presets)
+                if subcommand == "fit":
+                    self._resolve_run(cfg, versioned=cfg.trainer.default_root_dir == derived)
+                if subcommand == "fit" and cfg.get("data") is not None:
+                    self._prepared_data = preflight.open_training_set(cfg.data.as_dict())
+            except IISError as e:
+                _fail(str(e))
             root = cfg.trainer.default_root_dir
             logger = cfg.trainer.get("logger")
             for lg in logger if isinstance(logger, list) else [logger]:
                 init = getattr(lg, "init_args", None) if lg is not None and not isinstance(lg, bool) else None
                 if init is not None and "save_dir" in init and not init.save_dir:
                     init.save_dir = root
-            try:
-                preflight.check(cfg, recipe=self.recipe, presets=self.presets)
-                if subcommand == "fit" and cfg.get("data") is not None:
-                    self._prepared_data = preflight.open_training_set(cfg.data.as_dict())
-            except IISError as e:
-                _fail(str(e))
+
+        def _resolve_run(self, cfg: Any, versioned: bool) -> None:
+            """This fit's own run directory (:mod:`iis.cli.runs`) and the checkpoint it resumes, checked."""
+            ckpt = cfg.get("ckpt_path")
+            model = cfg.model.init_args.get("model") if cfg.get("model") and cfg.model.get("init_args") else None
+            if ckpt and ckpt != "last":
+                preflight.check_checkpoint(ckpt, model)
+            run, resolved, fresh = runs.resolve_run(cfg.trainer.default_root_dir, ckpt, versioned=versioned)
+            self._claim = Path(run) if fresh else None  # created once everything is built
+            if ckpt == "last":
+                preflight.check_checkpoint(resolved, model, what="--ckpt_path last")
+            cfg.trainer.default_root_dir, cfg.ckpt_path = run, resolved
+            if resolved and "weights_only" in cfg and cfg.weights_only is None:
+                cfg.weights_only = True  # Lightning's resume loads with torch.load: no code from the file
 
         def instantiate_classes(self) -> None:
             from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -273,7 +294,14 @@ def _cli_class():
             try:
                 super().instantiate_classes()
             except (IISError, ValueError, FileNotFoundError, MisconfigurationException) as e:
+                if self._claim is not None:
+                    runs.discard(self._claim)
                 _fail(" ".join(str(e).split()))
+            if self._claim is not None:  # a fresh run's version directory, now that nothing can stop it
+                try:
+                    runs.claim(self._claim)
+                except IISError as e:
+                    _fail(str(e))
             if self._prepared_data is not None:  # the datamodule whose training set preflight opened
                 self.datamodule = self._prepared_data
 

@@ -13,20 +13,24 @@ never counted in the logged NoC/NoF/mIoU. ``skip_invalid=False`` makes it an err
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
+from weakref import proxy
 
 import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..core.protocol import get_protocol
 from ..data import get_dataset
 from ..eval.report import overlay
 from ..eval.runner import evaluate_step
 
-__all__ = ["InteractiveEvaluation", "gather_records"]
+__all__ = ["InteractiveEvaluation", "RunCheckpoint", "gather_records"]
 
 
 def gather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,6 +88,15 @@ class InteractiveEvaluation(L.Callback):
         self.last: dict[str, dict[str, Any]] = {}
         self._last_epoch = -1
 
+    # kept in checkpoints: a resumed run neither re-evaluates the untrained model nor forgets its numbers
+    def state_dict(self) -> dict[str, Any]:
+        return {"first": self.first, "last": self.last, "last_epoch": self._last_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.first = state_dict.get("first") or {}
+        self.last = state_dict.get("last") or {}
+        self._last_epoch = int(state_dict.get("last_epoch", -1))
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.eval_at_start and trainer.current_epoch == 0 and not self.first:
             self.first = self.run(trainer, pl_module, log=False)
@@ -98,6 +111,7 @@ class InteractiveEvaluation(L.Callback):
         # evaluate the final weights unless the last epoch already did, then print the table
         if self._last_epoch != trainer.current_epoch - 1:
             self.run(trainer, pl_module, log=False)
+            self._last_epoch = trainer.current_epoch - 1  # at fit end current_epoch counts the finished epochs
         if trainer.global_rank == 0 and self.last:
             from ..eval.io import atomic_write_json
             from ..eval.report import results_table
@@ -176,3 +190,74 @@ class InteractiveEvaluation(L.Callback):
                     table = wandb.Table(data=[[k + 1, v] for k, v in enumerate(curve)], columns=["clicks", "miou"])
                     logger.experiment.log({f"val/{name}/miou_curve": wandb.plot.line(
                         table, "clicks", "miou", title=f"{name} mIoU vs clicks")})
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is always current, always complete and never versioned.
+
+    * ``last.ckpt`` is written every ``last_every_n_train_steps`` optimizer steps **and** at the end of every
+      epoch (plain ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes it only when training ends, so a
+      killed run lost everything). Numbered checkpoints keep ``ModelCheckpoint``'s own triggers
+      (``every_n_epochs``, ``save_top_k``).
+    * every file is written to ``<name>.tmp`` and renamed over the old one (``os.replace``, atomic on one
+      filesystem): a kill during a save leaves the previous complete ``last.ckpt``, never a truncated one.
+    * ``enable_version_counter`` defaults to False: a run directory has one ``last.ckpt`` (no ``last-v1.ckpt``)
+      and it belongs to the run whose ``config.yaml`` lies beside it (``iis-train`` gives every fresh run its
+      own directory).
+
+    Args:
+        last_every_n_train_steps: step cadence of ``last.ckpt`` (0 = epoch ends only).
+        save_top_k, enable_version_counter: as in ``ModelCheckpoint``, other defaults (no numbered files,
+            no ``-v1`` names).
+        **kwargs: further ``ModelCheckpoint`` arguments (``save_last`` is always on).
+    """
+
+    def __init__(self, last_every_n_train_steps: int = 1000, save_top_k: int = 0,
+                 enable_version_counter: bool = False, **kwargs: Any):
+        if last_every_n_train_steps < 0:
+            raise ValueError(f"last_every_n_train_steps: expected >= 0, got {last_every_n_train_steps}")
+        if kwargs.get("save_last") not in (None, True):
+            raise ValueError("RunCheckpoint: save_last is always on (it is the resumable checkpoint)")
+        kwargs["save_last"] = True
+        super().__init__(save_top_k=save_top_k, enable_version_counter=enable_version_counter, **kwargs)
+        self.last_every_n_train_steps = last_every_n_train_steps
+        self._last_step_of_last = -1  # global step of the newest last.ckpt
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        self._last_step_of_last = trainer.global_step
+
+    def _save_last_now(self, trainer: L.Trainer) -> None:
+        if self._last_step_of_last == trainer.global_step or trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        # keep ModelCheckpoint's step bookkeeping, so its numbered save at this step is not skipped
+        step = self._last_global_step_saved
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._last_global_step_saved = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n = self.last_every_n_train_steps
+        if n and trainer.global_step % n == 0 and trainer.global_step > 0:
+            self._save_last_now(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_now(trainer)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if not _is_local_file_protocol(filepath):  # remote storage: fsspec's own semantics
+            return super()._save_checkpoint(trainer, filepath)
+        tmp = f"{filepath}.tmp"
+        trainer.save_checkpoint(tmp, self.save_weights_only)  # collective; rank 0 writes, then a barrier
+        if trainer.is_global_zero:
+            with open(tmp, "rb+") as f:  # on disk before the rename makes it the checkpoint
+                os.fsync(f.fileno())
+            os.replace(tmp, filepath)
+        trainer.strategy.barrier("RunCheckpoint.replace")
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))

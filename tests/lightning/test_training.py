@@ -139,16 +139,22 @@ def test_fit_logs_to_wandb_offline_and_ckpt_evaluates(tmp_path, chdir_repo, caps
     assert res["noc"] == final["noc"] and res["miou"] == pytest.approx(final["miou"])
 
 
-def test_resume_continues_identically(tmp_path, chdir_repo):
+@pytest.mark.parametrize("callback", [
+    ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.save_last=true",
+     "--trainer.callbacks.save_top_k=0"],  # last.ckpt at the end of training only
+    ["--trainer.callbacks+=iis.lightning.callbacks.RunCheckpoint",  # every epoch end (and step 1): loader state
+     "--trainer.callbacks.last_every_n_train_steps=1"],
+], ids=["model-checkpoint", "run-checkpoint"])
+def test_resume_continues_identically(tmp_path, chdir_repo, callback):
+    """From an end-of-epoch checkpoint (the mid-epoch case: tests/lightning/test_resume.py)."""
     a, b = tmp_path / "a", tmp_path / "b"
-    ck = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.save_last=true",
-          "--trainer.callbacks.save_top_k=0", "--trainer.logger=false"]
+    ck = [*callback, "--trainer.logger=false"]
     train_main(_tiny_args(a, 2, ck))
     train_main(_tiny_args(b, 1, ck))
     train_main(_tiny_args(b, 2, ck) + ["--ckpt_path", "last"])
     sa = torch.load(a / "checkpoints" / "last.ckpt", weights_only=False)
     sb = torch.load(b / "checkpoints" / "last.ckpt", weights_only=False)
-    assert sa["epoch"] == sb["epoch"] == 2 and sa["global_step"] == sb["global_step"] == 4
+    assert sa["epoch"] == sb["epoch"] and sa["global_step"] == sb["global_step"] == 4
     for k, v in sa["state_dict"].items():
         assert torch.equal(v, sb["state_dict"][k]), k
     ga, gb = sa["optimizer_states"][0]["state"], sb["optimizer_states"][0]["state"]
