@@ -3,7 +3,7 @@
 Examples::
 
     iis-eval --method random_walker --datasets grabcut,berkeley --data-root ../shared/data
-    iis-eval --ckpt runs/train/quickstart/checkpoints/last.ckpt --datasets synthetic
+    iis-eval --ckpt runs/quickstart/latest/checkpoints/last.ckpt --datasets synthetic
     iis-eval --method m2n2 --method-arg sd2_path=/models/stable-diffusion-2 --datasets davis
     iis-eval --reproduce simpleclick_vit_base_cocolvis --weights cocolvis_vit_base.pth
     iis-eval --method simpleclick_vit_base --weights w.pth --datasets sbd --device cuda --devices 4
