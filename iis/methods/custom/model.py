@@ -121,6 +121,8 @@ class EffNetRITMModel(InteractiveModel):
     def _load_backbone(self, path: str | Path) -> None:
         import timm
 
+        if next(self.backbone.parameters()).is_meta:  # built on the meta device (shape checks): nothing to load
+            return
         full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
         load_effnet_lite0(full, path)
         own = self.backbone.state_dict()

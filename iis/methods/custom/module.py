@@ -15,14 +15,18 @@ iterative training, NFL). On top of it this module adds what fine-tuning needs:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
 from ...core.errors import IISError
 from ...lightning.module import IISModule, LossName
 
-__all__ = ["Custom"]
+__all__ = ["Custom", "CustomName"]
+
+# the models registered by this package (a contract test keeps this equal to what iis/methods/custom registers);
+# `model` takes any registered name
+CustomName = Literal["ritm_effnet_lite0", "ritm_effnet_test"]
 
 
 class Custom(IISModule):
