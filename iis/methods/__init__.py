@@ -4,6 +4,6 @@ Optional heavy dependencies (diffusers, transformers) are imported inside the fu
 so importing a method package never fails for their absence.
 """
 
-from . import adaptiveclick, classical, cplot, gpcis, m2n2, ritm, simpleclick  # noqa: F401
+from . import adaptiveclick, classical, cplot, custom, gpcis, m2n2, ritm, simpleclick  # noqa: F401
 
-__all__ = ["adaptiveclick", "classical", "cplot", "gpcis", "m2n2", "ritm", "simpleclick"]
+__all__ = ["adaptiveclick", "classical", "cplot", "custom", "gpcis", "m2n2", "ritm", "simpleclick"]

@@ -18,6 +18,7 @@ from iis.core.protocol import PRESETS
 from iis.eval.loading import build_method
 from iis.methods.adaptiveclick.module import AdaptiveClick, AdaptiveClickName
 from iis.methods.cplot.module import CPlot, CPlotName
+from iis.methods.custom.module import Custom, CustomName
 from iis.methods.gpcis.module import GPCIS, GPCISName
 from iis.methods.ritm.module import RITM, RITMName
 from iis.methods.simpleclick.module import SimpleClick, SimpleClickName
@@ -30,16 +31,20 @@ FAMILIES = {
     "cplot": (CPlot, CPlotName),
     "gpcis": (GPCIS, GPCISName),
     "ritm": (RITM, RITMName),
+    "custom": (Custom, CustomName),  # our own baselines (ritm_effnet_*): named after RITM, trained by Custom
 }
 # the sizes that run here: (registry name, builder options)
 SMALL = [("simpleclick_vit_test", {}), ("simpleclick_vit_nano", {}), ("adaptiveclick_test", {}), ("cplot_test", {}),
          ("gpcis_test", {}), ("gpcis_test", {"segmentor": "hrnet_tiny"}), ("gpcis_test", {"segmentor": "segformer_tiny"}),
          ("ritm_hrnet_test", {}), ("ritm_gpcis_test", {}), ("ritm_gpcis_test", {"segmentor": "hrnet_tiny"}),
-         ("ritm_gpcis_test", {"segmentor": "segformer_tiny"})]
+         ("ritm_gpcis_test", {"segmentor": "segformer_tiny"}), ("ritm_effnet_test", {}),
+         ("ritm_effnet_test", {"with_prev_mask": False})]
 H, W = 40, 56  # neither a multiple of the ViT patches nor of HRNet's 32: models must pad and crop back
 
 
 def _family(name: str) -> str:
+    if name in typing.get_args(CustomName):
+        return "custom"
     return name.split("_", 1)[0]
 
 

