@@ -139,7 +139,7 @@ def test_recipe_trains_on_a_folder_and_its_checkpoint_evaluates(tmp_path, monkey
     (d / "masks" / "im0.png").unlink()
     with pytest.raises(SystemExit) as e:
         train_main(["fit", "--config", "experiments/custom/finetune.yaml", "--data.root", str(d),
-                    f"--trainer.default_root_dir={out}", "--model.init_args.model=ritm_effnet_test"])
+                    f"--trainer.default_root_dir={tmp_path / 'out2'}", "--model.init_args.model=ritm_effnet_test"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("iis-train: error: ") and "im0" in err
