@@ -3,6 +3,8 @@ batched steps) against the step-by-step chain, and the prefix scoring against th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -129,25 +131,20 @@ def test_predictor_chain_option_and_noc_unchanged_on_grabcut(data_root):
         np.testing.assert_allclose(a, b, atol=1e-3)
 
 
-def _select_reference(table, same_values, other_values, map_max, max_area=0.4, prior=True, edge=True,
-                      pos=True, neg=True):
-    """select_threshold as first written: the full product over every candidate."""
-    t = table.thresholds
-    m = len(t)
-    if not (prior or edge or pos or neg) or m == 0:
-        return 0.5, 0.0
-    score = np.ones(m)
-    if prior:
-        score *= np.linspace(0.0, 1.0, m) < max_area
-    if edge:
-        score *= table.edge
-    if pos and len(same_values):
-        score *= np.searchsorted(np.sort(same_values), t, side="right") / len(same_values)
-    if neg:
-        bound = min(float(np.min(other_values)) if len(other_values) else map_max, map_max)
-        score *= t < bound
-    k = int(np.argmax(score))
-    return float(t[k]), float(score[k])
+def _select_reference(*args, **kwargs):
+    """select_threshold as first written (the full product over every candidate): the benchmark's "old"
+    column, one copy for both."""
+    return _bench()._select_full(*args, **kwargs)
+
+
+def _bench():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "m2n2_speed.py"
+    spec = importlib.util.spec_from_file_location("m2n2_speed_ref", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_prefix_scoring_equals_full_product(rng):
