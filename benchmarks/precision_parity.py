@@ -18,31 +18,11 @@ import os
 import numpy as np
 import torch
 
-import iis
 from iis.core.metrics import summarize
 from iis.core.protocol import get_protocol
 from iis.data import get_dataset
 from iis.eval.runner import evaluate_step
-
-
-class Sharpened(torch.nn.Module):
-    def __init__(self, name: str, gain: float = 300.0, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.inner = iis.create_model(name).eval()
-        for attr in ("with_prev_mask", "default_protocol", "click_padding_exact"):
-            setattr(self, attr, getattr(self.inner, attr))
-        with torch.no_grad():
-            for n, p in self.inner.named_parameters():
-                if n.startswith("maps_transform.") and n.endswith(".scale"):
-                    p.fill_(5.0)
-            img = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
-            out = self.inner(img, torch.tensor([[[32.0, 32.0, 1.0]]]),
-                             torch.zeros(1, 1, 64, 64) if self.with_prev_mask else None)
-        self.gain, self.shift = gain / float(out.std() + 1e-6), float(out.median())
-
-    def forward(self, image, clicks, prev_mask=None):
-        return self.gain * (self.inner(image, clicks, prev_mask) - self.shift)
+from iis.models.testing import Sharpened
 
 
 def _noc(ious: list[list[float]], target: float, max_clicks: int) -> float:

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-import iis
 from iis.core.protocol import get_protocol
 from iis.core.types import Sample
 from iis.data import get_dataset
 from iis.models.registry import create_predictor
+from iis.models.testing import Sharpened
 from iis.eval.runner import deterministic_record, evaluate_step
 
 FAMILIES = ["simpleclick_vit_test", "adaptiveclick_test", "cplot_test", "gpcis_test", "ritm_hrnet_test",
@@ -64,31 +64,6 @@ def _small_preset(name: str):
     if p.infer_size:
         p = replace(p, infer_size=48)
     return p
-
-
-class Sharpened(torch.nn.Module):
-    """A random ``_test`` model whose logits are scaled and centred (an elementwise map, so per-sample
-    exactness is the inner model's), so that its masks are partial and follow the clicks: IoUs vary and
-    some instances reach the target early."""
-
-    def __init__(self, name: str, gain: float = 300.0, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.inner = iis.create_model(name).eval()
-        for attr in ("with_prev_mask", "default_protocol", "click_padding_exact"):
-            setattr(self, attr, getattr(self.inner, attr))
-        with torch.no_grad():
-            for n, p in self.inner.named_parameters():  # RITM-style click stems start at |scale| 0.05
-                if n.startswith("maps_transform.") and n.endswith(".scale"):
-                    p.fill_(5.0)
-            g = torch.Generator().manual_seed(seed)
-            image = torch.rand(1, 3, 64, 64, generator=g)
-            prev = torch.zeros(1, 1, 64, 64) if self.with_prev_mask else None
-            out = self.inner(image, torch.tensor([[[32.0, 32.0, 1.0]]]), prev)
-        self.gain, self.shift = gain / float(out.std() + 1e-6), float(out.median())
-
-    def forward(self, image, clicks, prev_mask=None):
-        return self.gain * (self.inner(image, clicks, prev_mask) - self.shift)
 
 
 @pytest.fixture(scope="module", autouse=True)
