@@ -30,3 +30,15 @@ def data_root() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for the module: tiny tensors on a shared 2-core machine run far faster
+    without OpenMP teams spinning up (and oversubscribing the other jobs' core)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

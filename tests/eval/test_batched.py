@@ -66,17 +66,11 @@ def _small_preset(name: str):
     return p
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models on a shared 2-core machine: one intra-op thread is ~50x faster than spinning OpenMP teams
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def models(one_thread):
+def models(one_torch_thread):
     return {name: Sharpened(name).eval() for name in FAMILIES}
 
 

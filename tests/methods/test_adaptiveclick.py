@@ -19,13 +19,7 @@ from iis.models.losses import DiceLoss
 from iis.models.registry import create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: thread start-up dominates and oversubscribes a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- deformable attention

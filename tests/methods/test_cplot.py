@@ -17,13 +17,7 @@ from iis.models.registry import create_model, list_models
 ot = pytest.importorskip("ot")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: thread start-up dominates and oversubscribes a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cosine_cost(M: int, N: int, d: int = 8, B: int = 1, seed: int = 0, dtype=torch.float64) -> torch.Tensor:

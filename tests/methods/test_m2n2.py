@@ -19,13 +19,7 @@ from iis.models.registry import create_predictor, list_predictors
 
 
 # --------------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny mat-muls with 2 BLAS threads are ~100x slower on a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _reference_ipf(A: torch.Tensor, iterations: int) -> torch.Tensor:

@@ -17,12 +17,7 @@ from iis.methods.m2n2.markov import markov_chain, markov_chain_blocked, start_st
 from iis.methods.m2n2.segment import ThresholdTable, select_threshold
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _grid_walk(h: int, w: int, lazy: float = 0.6) -> torch.Tensor:
