@@ -188,6 +188,11 @@ class _Prepared:
 _COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, Any]" = weakref.WeakKeyDictionary()
 
 
+# forward sizes (min, max) of a torch model on CPU, where the convolution kernels depend on the batch size
+# (see ModelPredictor); one policy for every caller
+CPU_FORWARD_BATCH = (2, 15)
+
+
 class ModelPredictor:
     """Runs an interactive model under an :class:`EvalProtocol` (zoom-in, resize, flip TTA, prev mask).
 
@@ -208,10 +213,11 @@ class ModelPredictor:
             one; split a larger one into near-equal chunks. PyTorch's CPU convolution dispatch picks
             other kernels for a batch of one (native instead of oneDNN for small inputs) and, with one
             intra-op thread, from 16 samples on (oneDNN instead of native for 1x1 convolutions), so a
-            sample's logits would move by float rounding with the batch it shares. Evaluation on CPU
-            uses 2 and 15 (:func:`iis.eval.runner.evaluate_step`), the range a sequential flip-TTA
-            forward lies in, so batched and sequential runs are bit-identical (padding costs a second
-            sample only where flip TTA is off). None/1 = no limit (GPUs).
+            sample's logits would move by float rounding with the batch it shares. The default (None)
+            is :data:`CPU_FORWARD_BATCH` = (2, 15) for a torch model on CPU, the range a sequential
+            flip-TTA forward lies in, so batched and sequential runs, sessions and ``iis-eval`` are
+            bit-identical (padding costs a second sample only where flip TTA is off); no limit elsewhere
+            (GPUs, ONNX Runtime sessions).
 
     ``latency`` accumulates pure model time (CUDA-synchronised), next to the reference SPC.
 
@@ -221,7 +227,7 @@ class ModelPredictor:
 
     def __init__(self, model: torch.nn.Module, protocol: EvalProtocol, device: str | torch.device = "cpu",
                  dtype: torch.dtype | None = None, *, channels_last: bool = False, compile: bool = False,
-                 min_forward_batch: int = 1, max_forward_batch: int | None = None):
+                 min_forward_batch: int | None = None, max_forward_batch: int | None = None):
         self.device = torch.device(device)
         self.channels_last = bool(channels_last)
         if isinstance(model, torch.nn.Module):
@@ -235,6 +241,9 @@ class ModelPredictor:
         # clicks of several instances share one (B, N, 3) tensor padded with label -1 rows; a model whose
         # output moves (by rounding) with N gets one forward per click count instead
         self.pad_clicks = bool(getattr(model, "click_padding_exact", False))
+        if min_forward_batch is None:  # the one policy of every path (iis-eval, callback, API, server)
+            cpu_torch = self.device.type == "cpu" and isinstance(model, torch.nn.Module)
+            min_forward_batch, max_forward_batch = (CPU_FORWARD_BATCH if cpu_torch else (1, None))
         self.min_forward_batch = max(1, int(min_forward_batch))
         self.max_forward_batch = max(self.min_forward_batch, int(max_forward_batch)) if max_forward_batch else None
         self._forward = self.model

@@ -316,11 +316,9 @@ def evaluate_step(
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
     if isinstance(method, torch.nn.Module):
-        # on CPU the kernels depend on the forward's batch size (see ModelPredictor): keep every forward
-        # within 2..15 samples, so that a sequential and a batched evaluation compute each instance alike
-        on_cpu = torch.device(device).type == "cpu"
-        predictor = ModelPredictor(method, proto, device, dtype, channels_last=channels_last, compile=compile,
-                                   min_forward_batch=2 if on_cpu else 1, max_forward_batch=15 if on_cpu else None)
+        # forward sizes follow ModelPredictor's one policy (on CPU within 2..15 samples, so that sequential,
+        # batched and API sessions compute each instance alike)
+        predictor = ModelPredictor(method, proto, device, dtype, channels_last=channels_last, compile=compile)
     else:
         if channels_last or compile:
             raise ValueError("channels_last/compile: apply to models only, not to a training-free predictor")

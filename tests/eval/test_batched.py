@@ -22,7 +22,7 @@ import torch
 from iis.core.protocol import get_protocol
 from iis.core.types import Sample
 from iis.data import get_dataset
-from iis.models.registry import create_predictor
+from iis.models.registry import create_model, create_predictor
 from iis.models.testing import Sharpened
 from iis.eval.runner import deterministic_record, evaluate_step
 
@@ -220,3 +220,33 @@ def test_compile_and_channels_last_run(tmp_path):
                  "--batch-size", "2"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["inference"]["compile"] is True and res["method_identity"]["compile"] is True
+
+
+def test_every_path_uses_one_cpu_forward_policy(monkeypatch):
+    """API sessions, the server and iis-eval build ModelPredictor alike, so on CPU their forwards have the
+    same sizes (and so the same kernels and numbers) without each caller repeating the policy."""
+    from iis.core.predictor import CPU_FORWARD_BATCH, ModelPredictor
+    import iis.eval.runner as runner
+
+    model = create_model("gpcis_test").eval()
+    proto = get_protocol("gpcis")
+    api_side = ModelPredictor(model, proto, "cpu")
+    assert (api_side.min_forward_batch, api_side.max_forward_batch) == CPU_FORWARD_BATCH == (2, 15)
+    seen = []
+    real = runner.ModelPredictor
+
+    def spy(*a, **kw):
+        p = real(*a, **kw)
+        seen.append((p.min_forward_batch, p.max_forward_batch))
+        return p
+
+    monkeypatch.setattr(runner, "ModelPredictor", spy)
+    ds = [Sample(image=np.zeros((40, 40, 3), np.uint8), gt=np.pad(np.ones((10, 10), np.int8), 15), id="s")]
+    runner.evaluate_step(model, _ListDataset(ds), proto.with_options(max_clicks=1), device="cpu")
+    assert seen == [CPU_FORWARD_BATCH]
+    onnx_like = ModelPredictor(lambda image, clicks, prev: image[:, :1], proto, "cpu")  # not a torch model
+    assert (onnx_like.min_forward_batch, onnx_like.max_forward_batch) == (1, None)
+
+
+class _ListDataset(list):
+    name = "list"
