@@ -7,6 +7,7 @@ tests/slow/test_custom_learning.py; the measured results are benchmarks/custom_d
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -135,6 +136,14 @@ def test_recipe_trains_on_a_folder_and_its_checkpoint_evaluates(tmp_path, monkey
     assert built.default_protocol == "ritm"
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert saved["iis"]["method"] == "Custom" and saved["iis"]["model"]["name"] == "ritm_effnet_test"
+    # the click-response diagnostic the README cites reads the same checkpoint
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from click_response import main as probe_main
+
+    capsys.readouterr()
+    assert probe_main([str(ckpt), "--datasets", "folder", "--data-root", str(d), "--limit", "2", "--clicks", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("probability under positive clicks") == 2 and "im" in printed
     # a mistake in the folder is one line at startup
     (d / "masks" / "im0.png").unlink()
     with pytest.raises(SystemExit) as e:
