@@ -3,6 +3,14 @@
 __version__ = "0.1.0"
 
 import importlib as _importlib  # noqa: E402
+import os as _os  # noqa: E402
+
+# Before any MKL call: MKL's CPU GEMM (every nn.Linear) may pick its kernel by the row count on AVX2 code
+# paths (AMD CPUs, older Intel), so a sample's logits would depend on how many samples share its forward.
+# Strict conditional numerical reproducibility makes each row's result independent of the others, which
+# batched evaluation's exactness on CPU relies on (docs/protocol.md §A.12). A user's own MKL_CBWR wins;
+# no effect if MKL already ran in this process before iis was imported.
+_os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 from .core.types import Click  # noqa: E402
 from .models import registry as _registry  # noqa: E402

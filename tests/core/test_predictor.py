@@ -127,3 +127,26 @@ def test_protocol_roundtrip_and_dataset_override():
     assert get_protocol("gpcis").for_dataset("sbd").infer_size == 256
     with pytest.raises(ValueError, match="unknown protocol"):
         get_protocol("nope")
+
+
+def test_importing_iis_makes_cpu_gemm_rows_independent_of_the_row_count():
+    """On MKL's AVX2 code path (forced here, as on AMD CPUs) a Linear's row results depend on how many rows share
+    the call unless iis's MKL_CBWR setting (made at import, before any MKL call) is in force; batched
+    evaluation's CPU exactness (docs/protocol.md §A.12) relies on it."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import sys, torch\n"
+             "if sys.argv[1] == '1': import iis\n"
+             "torch.set_num_threads(1); torch.manual_seed(0)\n"
+             "lin = torch.nn.Linear(128, 32); x = torch.randn(16 * 46, 128)\n"
+             "a = lin(x[:92])\n"
+             "print(sum(not torch.equal(a, lin(x[:46 * m])[:92]) for m in (3, 8, 16)))\n")
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    env.update(MKL_ENABLE_INSTRUCTIONS="AVX2")
+    with_iis, without = (subprocess.run([sys.executable, "-c", probe, flag], env=env, capture_output=True, text=True,
+                                        check=True).stdout.strip() for flag in ("1", "0"))
+    assert with_iis == "0", f"{with_iis} of 3 row counts changed the first rows' results"
+    # the probe is sensitive where MKL has row-count-dependent kernels (it is on the machines this was written on)
+    print(f"without the setting: {without} of 3 row counts changed them")

@@ -60,8 +60,10 @@ class EffNetRITMModel(InteractiveModel):
     default_lr_mult = {"backbone": 0.1}  # ImageNet encoder at a tenth of the decoder's rate, as RITM's LRMult
 
     def __init__(self, imagenet: bool = True, pretrained: str | None = None, fpn_dim: int = 64, fine_dim: int = 32,
-                 width_mult: float = 1.0, with_prev_mask: bool = True):
+                 width_mult: float = 1.0, with_prev_mask: bool = True, click_similarity: bool = False,
+                 embed_dim: int = 32):
         super().__init__()
+        self.click_similarity = bool(click_similarity)
         import timm
 
         self.with_prev_mask = bool(with_prev_mask)
@@ -85,7 +87,11 @@ class EffNetRITMModel(InteractiveModel):
             nn.Conv2d(16, stem, 3, stride=2, padding=1), ScaleLayer(0.05))
         self.lateral = nn.ModuleList(nn.Conv2d(c, fpn_dim, 1) for c in chans[1:])
         self.smooth = _conv_bn(fpn_dim, fpn_dim)
-        self.fine = _conv_bn(fpn_dim + chans[0], fine_dim)
+        extra = 0
+        if self.click_similarity:  # see click_similarity(): 2 similarity maps + the 2 click disks at stride 2
+            self.embed = nn.Conv2d(fpn_dim, embed_dim, 1)
+            extra = 4
+        self.fine = _conv_bn(fpn_dim + chans[0] + extra, fine_dim)
         self.classifier = nn.Conv2d(fine_dim, 1, 1)
         if pretrained:
             self._load_backbone(pretrained)
@@ -122,14 +128,36 @@ class EffNetRITMModel(InteractiveModel):
         for lat, f in zip(reversed(self.lateral[:-1]), reversed(feats[1:-1])):
             p = lat(f) + F.interpolate(p, size=f.shape[-2:], mode="nearest")
         p = self.smooth(p)
-        p = F.interpolate(p, size=feats[0].shape[-2:], mode="bilinear", align_corners=False)
-        logits = self.classifier(self.fine(torch.cat([p, feats[0]], 1)))
+        fine = [F.interpolate(p, size=feats[0].shape[-2:], mode="bilinear", align_corners=False), feats[0]]
+        if self.click_similarity:
+            sim = click_similarity(self.embed(p), clicks, (H + ph, W + pw))
+            fine += [F.interpolate(sim, size=feats[0].shape[-2:], mode="bilinear", align_corners=False),
+                     F.max_pool2d(coords[:, -2:], 2)]
+        logits = self.classifier(self.fine(torch.cat(fine, 1)))
         logits = F.interpolate(logits, size=(H + ph, W + pw), mode="bilinear", align_corners=False)[..., :H, :W]
         return {"logits": logits}
 
     def forward(self, image: torch.Tensor, clicks: torch.Tensor, prev_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, 1, H, W)`` at input resolution."""
         return self.forward_train(image, clicks, prev_mask)["logits"]
+
+
+def click_similarity(emb: torch.Tensor, clicks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(B, 2, h, w)``: each pixel's highest cosine similarity to a positive click and to a negative click.
+
+    ``emb`` is a ``(B, C, h, w)`` embedding covering an input of ``size`` = (H, W); a click's embedding is
+    read bilinearly at its pixel centre. A sign without clicks (and every padding row, label -1) gives -1,
+    so padding leaves the result bit-identical.
+    """
+    B, _, h, w = emb.shape
+    if clicks.shape[1] == 0:
+        return emb.new_full((B, 2, h, w), -1.0)
+    emb = F.normalize(emb, dim=1)
+    x, y, label = clicks.to(emb.dtype).unbind(-1)
+    grid = torch.stack([(x + 0.5) / size[1] * 2 - 1, (y + 0.5) / size[0] * 2 - 1], -1)[:, None]  # (B, 1, N, 2)
+    query = F.normalize(F.grid_sample(emb, grid, mode="bilinear", align_corners=False)[:, :, 0], dim=1)
+    sim = torch.einsum("bcn,bchw->bnhw", query, emb)
+    return torch.cat([sim.masked_fill((label != v)[:, :, None, None], -1.0).amax(1, keepdim=True) for v in (1, 0)], 1)
 
 
 class EffNetRITMOptions(TypedDict, total=False):
@@ -139,6 +167,8 @@ class EffNetRITMOptions(TypedDict, total=False):
     fpn_dim: int
     fine_dim: int
     with_prev_mask: bool
+    click_similarity: bool
+    embed_dim: int
 
 
 # pretrained=None on purpose: the ImageNet weights come from an installed package (loaded by default, nothing to
