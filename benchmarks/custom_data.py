@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/iis_custom"), help="output folder (never the data)")
     p.add_argument("--data-root", type=Path, default=os.environ.get("IIS_DATA_ROOT"), help="default $IIS_DATA_ROOT")
     p.add_argument("--runs", default="natural,natural_scratch", help="training runs: " + ",".join(RUNS))
-    p.add_argument("--steps", type=int, default=None, help="override trainer.max_steps (recipe: 300)")
+    p.add_argument("--steps", type=int, default=None, help="override trainer.max_steps (recipe: 900)")
     p.add_argument("--threads", type=int, default=1, help="threads per process (two runs at once on 2 cores)")
     p.add_argument("--what", default="natural", choices=["natural", "microscopy"])
     p.add_argument("--only", default=None, help="comma-separated substrings of the eval jobs to run")

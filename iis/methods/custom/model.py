@@ -14,7 +14,13 @@ Architecture (``image, clicks, prev_mask -> logits``):
   input scaled ``(255 x - 127) / 128``, the TF-Lite convention the ported weights were trained with;
 * decoder: a light FPN (1x1 laterals to ``fpn_dim`` at strides 4-32, top-down nearest upsampling + add,
   3x3 smoothing at stride 4), then one U-Net step to stride 2 (concat with the stride-2 features, 3x3
-  conv) and a 1x1 classifier; logits upsampled bilinearly to the input size.
+  conv) and a 1x1 classifier; logits upsampled bilinearly to the input size;
+* ``click_similarity`` (our addition, on by default): a 1x1 projection of the stride-4 decoder
+  map gives an embedding; for every pixel the highest cosine similarity to a positive click's embedding
+  and to a negative click's (:func:`click_similarity`), plus the two click disks, join the stride-2
+  refinement. Without it the model learns the first-click object prior on a small folder but barely
+  follows corrective clicks (README, "Your own data"); the similarity maps give every click a direct,
+  image-wide say, the cue M2N2's feature-similarity variant relies on.
 
 The loss is the package's normalized focal loss (``nfl``, as RITM), set by the LightningModule.
 """
@@ -54,13 +60,15 @@ class EffNetRITMModel(InteractiveModel):
         fpn_dim: decoder width at strides 4-32; ``fine_dim``: width of the stride-2 refinement.
         width_mult: encoder width multiplier (1.0 = Lite0; the tiny test model uses less, random init).
         with_prev_mask: feed the previous probability map (iterative training) or not.
+        click_similarity: add the click-similarity maps to the decoder (see the module docstring);
+            ``embed_dim``: width of the embedding they are computed on.
     """
 
     default_protocol = "ritm"  # trained like RITM (iterative, NFL); evaluated with its preset by default
     default_lr_mult = {"backbone": 0.1}  # ImageNet encoder at a tenth of the decoder's rate, as RITM's LRMult
 
     def __init__(self, imagenet: bool = True, pretrained: str | None = None, fpn_dim: int = 64, fine_dim: int = 32,
-                 width_mult: float = 1.0, with_prev_mask: bool = True, click_similarity: bool = False,
+                 width_mult: float = 1.0, with_prev_mask: bool = True, click_similarity: bool = True,
                  embed_dim: int = 32):
         super().__init__()
         self.click_similarity = bool(click_similarity)
