@@ -12,7 +12,7 @@ Steps (each can be run alone; every output goes under ``--work``, the data is on
 * ``train``: ``iis-train fit --config experiments/custom/finetune.yaml --data.root ...`` for
   {natural, microscopy} x {ImageNet, random init}; same recipe, same steps.
 * ``eval``: ``iis-eval`` (20 clicks, early stop at IoU 0.90) of the checkpoints and of the baselines on
-  GrabCut (``plain`` and ``ritm`` presets) and on the first 20 instances of ssTEM 10-19 (see :func:`eval_jobs`).
+  GrabCut (``plain`` and ``ritm`` presets) and on ssTEM 10-19 (all 199 and the first 20; see :func:`eval_jobs`).
 * ``table``: NoC85/NoC90/mIoU@1,5 of every ``results.json`` found, and the mIoU-vs-clicks plots.
 
 Examples::
@@ -187,7 +187,7 @@ def train(work: Path, names: list[str], steps: int | None, threads: int) -> None
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------
-SSTEM_LIMIT = 20  # ssTEM 10-19 holds 199 mitochondria at 1024x1024: the first 20 (section 10, one of 11), CPU time
+SSTEM_LIMIT = 20  # ssTEM 10-19 holds 199 mitochondria at 1024x1024: its first 20 (all in section 10) for the baselines, CPU time
 
 
 def eval_jobs(what: str, work: Path, data: Path) -> list[tuple[str, list[str]]]:
@@ -196,7 +196,8 @@ def eval_jobs(what: str, work: Path, data: Path) -> list[tuple[str, list[str]]]:
     Early stop at IoU 0.90 (the standard NoC runs; the mIoU curves are then held at the last IoU).
     GrabCut: both checkpoints under ``plain`` and ``ritm``, the baselines under ``plain`` (job names
     ``grabcut_<baseline>_plain``; the README's training-free table has the same runs). ssTEM: the first
-    ``SSTEM_LIMIT`` instances, checkpoints under ``ritm`` and ``plain``, baselines under ``plain``.
+    ``SSTEM_LIMIT`` instances, checkpoints under ``ritm`` and ``plain``, baselines under ``plain``; the
+    checkpoints also on all 199 under ``ritm`` (``sstem199_*``).
     """
     if what == "natural":
         root, ds, protocols, limit = data, "grabcut", ("plain", "ritm"), []
@@ -208,10 +209,14 @@ def eval_jobs(what: str, work: Path, data: Path) -> list[tuple[str, list[str]]]:
     for proto in protocols:
         for r in runs:
             jobs.append((f"{ds}_{r}_{proto}", ["--ckpt", str(work / "runs" / r / "checkpoints" / "last.ckpt"),
-                                               "--protocol", proto]))
+                                               "--protocol", proto, *limit]))
+    if what == "microscopy":  # the checkpoints also on all 199 instances of sections 10-19 (ritm preset)
+        for r in runs:
+            jobs.append((f"sstem199_{r}_ritm", ["--ckpt", str(work / "runs" / r / "checkpoints" / "last.ckpt"),
+                                                "--protocol", "ritm"]))
     for m in ("random_walker", "geodesic", "grabcut", "m2n2_effnet"):
-        jobs.append((f"{ds}_{m}_plain", ["--method", m, "--protocol", "plain"]))
-    return [(name, ["--datasets", ds, "--data-root", str(root), "--quiet", *limit, *a]) for name, a in jobs]
+        jobs.append((f"{ds}_{m}_plain", ["--method", m, "--protocol", "plain", *limit]))
+    return [(name, ["--datasets", ds, "--data-root", str(root), "--quiet", *a]) for name, a in jobs]
 
 
 def evaluate(work: Path, data: Path, what: str, only: list[str] | None, threads: int) -> None:
@@ -276,7 +281,8 @@ def table(work: Path, plot: Path | None) -> None:
     for ax, (ds, items) in zip(axes[0], sorted(groups.items())):
         for label, c in items:
             ax.plot(range(1, len(c) + 1), c, marker="o", ms=3, label=label)
-        ax.set_title({"grabcut": "GrabCut (50)", "sstem": "ssTEM sections 10-19"}.get(ds, ds))
+        ax.set_title({"grabcut": "GrabCut (50)", "sstem": f"ssTEM sections 10-19, first {SSTEM_LIMIT}",
+                      "sstem199": "ssTEM sections 10-19, all 199"}.get(ds, ds))
         ax.set_xlabel("clicks")
         ax.set_ylabel("mIoU (early stop at 0.90: held at last IoU)")
         ax.grid(alpha=0.3)

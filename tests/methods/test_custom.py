@@ -152,3 +152,25 @@ def test_recipe_trains_on_a_folder_and_its_checkpoint_evaluates(tmp_path, monkey
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("iis-train: error: ") and "im0" in err
+
+
+def test_click_similarity_maps():
+    """Each pixel's best cosine similarity to the positive / negative clicks' embeddings; -1 without clicks of a
+    sign; padding rows change nothing; a click reads its own cell (similarity 1 there)."""
+    from iis.methods.custom.model import click_similarity
+
+    torch.manual_seed(0)
+    emb = torch.randn(2, 8, 6, 5)  # stride 4 over a 24 x 20 input
+    x, y = 4 * 3 + 1.5, 4 * 2 + 1.5  # the centre of cell (row 2, col 3)
+    clicks = torch.tensor([[[x, y, 1.0]], [[x, y, 0.0]]])
+    sim = click_similarity(emb, clicks, (24, 20))
+    assert sim.shape == (2, 2, 6, 5)
+    assert torch.allclose(sim[0, 0, 2, 3], torch.tensor(1.0)) and torch.allclose(sim[1, 1, 2, 3], torch.tensor(1.0))
+    assert (sim[0, 1] == -1).all() and (sim[1, 0] == -1).all()
+    assert sim[0, 0].max() <= 1 + 1e-6 and sim[0, 0].min() >= -1 - 1e-6
+    padded = torch.cat([clicks, torch.full((2, 3, 3), -1.0)], 1)
+    assert torch.equal(click_similarity(emb, padded, (24, 20)), sim)
+    assert (click_similarity(emb, clicks[:, :0], (24, 20)) == -1).all()
+    # a second positive click can only raise the positive map
+    two = torch.tensor([[[x, y, 1.0], [1.5, 1.5, 1.0]]] * 2)
+    assert (click_similarity(emb, two, (24, 20))[0, 0] >= sim[0, 0] - 1e-6).all()

@@ -164,8 +164,12 @@ def click_similarity(emb: torch.Tensor, clicks: torch.Tensor, size: tuple[int, i
     x, y, label = clicks.to(emb.dtype).unbind(-1)
     grid = torch.stack([(x + 0.5) / size[1] * 2 - 1, (y + 0.5) / size[0] * 2 - 1], -1)[:, None]  # (B, 1, N, 2)
     query = F.normalize(F.grid_sample(emb, grid, mode="bilinear", align_corners=False)[:, :, 0], dim=1)
-    sim = torch.einsum("bcn,bchw->bnhw", query, emb)
-    return torch.cat([sim.masked_fill((label != v)[:, :, None, None], -1.0).amax(1, keepdim=True) for v in (1, 0)], 1)
+    out = emb.new_full((B, 2, h, w), -1.0)
+    for n in range(clicks.shape[1]):  # one click at a time, not one matmul: a click's map must not depend on N
+        sim = (query[:, :, n, None, None] * emb).sum(1)
+        for j, v in enumerate((1, 0)):
+            out[:, j] = torch.where((label[:, n] == v)[:, None, None], torch.maximum(out[:, j], sim), out[:, j])
+    return out
 
 
 class EffNetRITMOptions(TypedDict, total=False):
