@@ -164,12 +164,12 @@ def click_similarity(emb: torch.Tensor, clicks: torch.Tensor, size: tuple[int, i
     x, y, label = clicks.to(emb.dtype).unbind(-1)
     grid = torch.stack([(x + 0.5) / size[1] * 2 - 1, (y + 0.5) / size[0] * 2 - 1], -1)[:, None]  # (B, 1, N, 2)
     query = F.normalize(F.grid_sample(emb, grid, mode="bilinear", align_corners=False)[:, :, 0], dim=1)
-    out = emb.new_full((B, 2, h, w), -1.0)
+    pos = neg = emb.new_full((B, h, w), -1.0)
     for n in range(clicks.shape[1]):  # one click at a time, not one matmul: a click's map must not depend on N
         sim = (query[:, :, n, None, None] * emb).sum(1)
-        for j, v in enumerate((1, 0)):
-            out[:, j] = torch.where((label[:, n] == v)[:, None, None], torch.maximum(out[:, j], sim), out[:, j])
-    return out
+        pos = torch.where((label[:, n] == 1)[:, None, None], torch.maximum(pos, sim), pos)  # no in-place: autograd
+        neg = torch.where((label[:, n] == 0)[:, None, None], torch.maximum(neg, sim), neg)
+    return torch.stack([pos, neg], 1)
 
 
 class EffNetRITMOptions(TypedDict, total=False):
